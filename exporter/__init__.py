@@ -1,0 +1,1 @@
+"""Prometheus exporter for AWS HealthImaging image set versions."""
