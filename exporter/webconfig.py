@@ -1,0 +1,555 @@
+"""The exporter-toolkit web configuration file: TLS, HTTP response headers and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import ssl
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import bcrypt
+import yaml
+
+__all__ = [
+    "CLIENT_AUTH_TYPES",
+    "WWW_AUTHENTICATE",
+    "BasicAuthChecker",
+    "TLSConfig",
+    "WebConfig",
+    "WebConfigError",
+    "build_ssl_context",
+    "load_web_config",
+]
+
+#: The challenge to send with a 401 response when basic auth is enabled.
+WWW_AUTHENTICATE: Final = 'Basic realm="healthimaging-exporter", charset="UTF-8"'
+
+#: The exporter-toolkit client_auth_type values (Go's crypto/tls ClientAuthType names).
+CLIENT_AUTH_TYPES: Final = (
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+)
+
+_VERIFYING_AUTH_TYPES: Final = frozenset(CLIENT_AUTH_TYPES[2:])
+_TLS_VERSIONS: Final = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_INSECURE_TLS_VERSIONS: Final = frozenset({"TLS10", "TLS11"})
+
+# Go's crypto/tls names of the forward-secret TLS 1.2 suites, in OpenSSL spelling. TLS 1.3 suites
+# are not configurable (as in Go), so naming one is accepted and has no effect.
+_CIPHER_SUITES: Final = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+}
+_TLS13_SUITES: Final = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+
+# Response headers a web config may set, with their allowed values (None: any value).
+_HEADERS: Final[Mapping[str, frozenset[str] | None]] = {
+    "Content-Security-Policy": None,
+    "X-Frame-Options": frozenset({"deny", "sameorigin"}),
+    "X-Content-Type-Options": frozenset({"nosniff"}),
+    "X-XSS-Protection": None,
+    "Strict-Transport-Security": None,
+}
+
+_TOP_KEYS: Final = frozenset({"tls_server_config", "http_server_config", "basic_auth_users"})
+_TLS_KEYS: Final = frozenset(
+    {
+        "cert",
+        "key",
+        "client_ca",
+        "cert_file",
+        "key_file",
+        "client_auth_type",
+        "client_ca_file",
+        "min_version",
+        "max_version",
+        "cipher_suites",
+        "prefer_server_cipher_suites",
+    }
+)
+_HTTP_KEYS: Final = frozenset({"http2", "headers"})
+# Known exporter-toolkit settings this implementation cannot honour; refused rather than ignored.
+_UNSUPPORTED: Final = {
+    "rate_limit": "rate_limit",
+    "tls_server_config.client_allowed_sans": "client_allowed_sans",
+    "tls_server_config.curve_preferences": "curve_preferences",
+}
+
+_BCRYPT_RE: Final = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT_MAX_PASSWORD: Final = 72
+
+
+class WebConfigError(ValueError):
+    """An invalid web configuration; the message is one line and names the field."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """The tls_server_config section; relative paths resolve against the file's folder."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    cert: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
+    client_ca_file: Path | None = None
+    client_ca: str | None = field(default=None, repr=False)
+    client_auth_type: str = "NoClientCert"
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
+    cipher_suites: tuple[str, ...] = ()
+    prefer_server_cipher_suites: bool = True
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A loaded web configuration: no TLS and no users means plain HTTP without authentication."""
+
+    tls: TLSConfig | None = None
+    basic_auth_users: Mapping[str, bytes] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    http2: bool = True
+    path: Path | None = None
+
+
+def _fail(where: str, field_name: str, problem: str) -> WebConfigError:
+    """Build a one-line WebConfigError naming the file and the field."""
+    text = f"web config {where}: {field_name}: {problem}"
+    return WebConfigError(" ".join(text.split()))
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    """Describe the allowed values of a field."""
+    return "expected one of " + ", ".join(values)
+
+
+def _type_name(value: object) -> str:
+    """Name a YAML value's type for an error message, never its content."""
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(value), type(value).__name__)
+
+
+class _Reader:
+    """Typed accessors over one mapping of the file, failing with the field's dotted name."""
+
+    def __init__(self, where: str, prefix: str, data: Mapping[Any, Any], allowed: frozenset[str]):
+        self.where = where
+        self.prefix = prefix
+        self.data = data
+        for key in data:
+            name = f"{prefix}{key}"
+            if not isinstance(key, str):
+                raise _fail(where, prefix.rstrip(".") or "(top level)", "keys must be strings")
+            if name in _UNSUPPORTED:
+                raise _fail(where, name, "not supported by this exporter")
+            if key not in allowed:
+                raise _fail(where, name, "unknown field")
+
+    def name(self, key: str) -> str:
+        """The dotted field name of a key."""
+        return f"{self.prefix}{key}"
+
+    def string(self, key: str) -> str | None:
+        """A non-empty string, or None when absent, null or empty."""
+        value = self.data.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _fail(self.where, self.name(key), f"expected a string, got {_type_name(value)}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        """A boolean, or the default when absent or null."""
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise _fail(self.where, self.name(key), f"expected a boolean, got {_type_name(value)}")
+        return value
+
+    def mapping(self, key: str) -> Mapping[Any, Any]:
+        """A mapping, or an empty one when absent or null."""
+        value = self.data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise _fail(self.where, self.name(key), f"expected a mapping, got {_type_name(value)}")
+        return value
+
+    def strings(self, key: str) -> list[str]:
+        """A list of strings, or an empty list when absent or null."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(self.where, self.name(key), "expected a list of strings")
+        return list(value)
+
+
+def _resolve(base: Path, value: str | None) -> Path | None:
+    """Resolve a file name against the web config's folder, as the exporter-toolkit does."""
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _check_readable(where: str, name: str, path: Path | None) -> None:
+    """Fail unless the file exists and is readable."""
+    if path is None:
+        return
+    if not path.is_file():
+        raise _fail(where, name, f"file {path} does not exist or is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise _fail(where, name, f"file {path} is not readable")
+
+
+def _tls_version(reader: _Reader, key: str, default: ssl.TLSVersion) -> ssl.TLSVersion:
+    """Parse a TLS12/TLS13 version name."""
+    value = reader.string(key)
+    if value is None:
+        return default
+    if value in _INSECURE_TLS_VERSIONS:
+        raise _fail(reader.where, reader.name(key), f"{value} is insecure and not supported")
+    if value not in _TLS_VERSIONS:
+        raise _fail(reader.where, reader.name(key), "expected TLS12 or TLS13")
+    return _TLS_VERSIONS[value]
+
+
+def _parse_tls(where: str, base: Path, raw: object) -> TLSConfig | None:
+    """Parse and check tls_server_config; None when the section is absent or empty."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(where, "tls_server_config", f"expected a mapping, got {_type_name(raw)}")
+    r = _Reader(where, "tls_server_config.", raw, _TLS_KEYS)
+    if all(v is None or v == "" or v == [] for v in raw.values()):
+        return None
+    cert_file, key_file = r.string("cert_file"), r.string("key_file")
+    cert, key = r.string("cert"), r.string("key")
+    client_ca_file, client_ca = r.string("client_ca_file"), r.string("client_ca")
+    for file_key, inline_key, a, b in (
+        ("cert_file", "cert", cert_file, cert),
+        ("key_file", "key", key_file, key),
+        ("client_ca_file", "client_ca", client_ca_file, client_ca),
+    ):
+        if a is not None and b is not None:
+            raise _fail(where, r.name(file_key), f"set either {file_key} or {inline_key}, not both")
+    if cert_file is None and cert is None:
+        raise _fail(where, r.name("cert_file"), "required when tls_server_config is set")
+    if key_file is None and key is None:
+        raise _fail(where, r.name("key_file"), "required when tls_server_config is set")
+    auth = r.string("client_auth_type") or "NoClientCert"
+    if auth not in CLIENT_AUTH_TYPES:
+        raise _fail(
+            where, r.name("client_auth_type"), f"expected one of {', '.join(CLIENT_AUTH_TYPES)}"
+        )
+    has_ca = client_ca_file is not None or client_ca is not None
+    if has_ca and auth == "NoClientCert":
+        raise _fail(
+            where,
+            r.name("client_ca_file"),
+            "client CA set but client_auth_type is NoClientCert",
+        )
+    if not has_ca and auth in (
+        "RequireAnyClientCert",
+        "VerifyClientCertIfGiven",
+        "RequireAndVerifyClientCert",
+    ):
+        # Python's TLS stack cannot require a certificate without verifying it: ask for the CA.
+        raise _fail(where, r.name("client_ca_file"), f"required when client_auth_type is {auth}")
+    min_version = _tls_version(r, "min_version", ssl.TLSVersion.TLSv1_2)
+    max_version = _tls_version(r, "max_version", ssl.TLSVersion.TLSv1_3)
+    if max_version < min_version:
+        raise _fail(where, r.name("max_version"), "lower than min_version")
+    suites: list[str] = []
+    for suite in r.strings("cipher_suites"):
+        if suite in _TLS13_SUITES:
+            continue
+        if suite not in _CIPHER_SUITES:
+            raise _fail(where, r.name("cipher_suites"), f"unknown or insecure cipher suite {suite}")
+        suites.append(suite)
+    paths = {
+        "cert_file": _resolve(base, cert_file),
+        "key_file": _resolve(base, key_file),
+        "client_ca_file": _resolve(base, client_ca_file),
+    }
+    for name, path in paths.items():
+        _check_readable(where, r.name(name), path)
+    return TLSConfig(
+        cert_file=paths["cert_file"],
+        key_file=paths["key_file"],
+        cert=cert,
+        key=key,
+        client_ca_file=paths["client_ca_file"],
+        client_ca=client_ca,
+        client_auth_type=auth,
+        min_version=min_version,
+        max_version=max_version,
+        cipher_suites=tuple(suites),
+        prefer_server_cipher_suites=r.boolean("prefer_server_cipher_suites", True),
+    )
+
+
+def _parse_headers(where: str, raw: Mapping[Any, Any]) -> dict[str, str]:
+    """Check http_server_config.headers against the headers the exporter-toolkit allows."""
+    canonical = {name.lower(): name for name in _HEADERS}
+    headers: dict[str, str] = {}
+    for key, value in raw.items():
+        field_name = f"http_server_config.headers.{key}"
+        name = canonical.get(str(key).lower())
+        if name is None:
+            raise _fail(where, field_name, "this header can not be configured")
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise _fail(where, field_name, f"expected a string, got {_type_name(value)}")
+        if any(c in value for c in "\r\n\0"):
+            raise _fail(where, field_name, "control characters are not allowed")
+        allowed = _HEADERS[name]
+        if allowed is not None and value.lower() not in allowed:
+            raise _fail(where, field_name, f"expected one of {', '.join(sorted(allowed))}")
+        headers[name] = value
+    return headers
+
+
+def _parse_users(where: str, raw: Mapping[Any, Any]) -> dict[str, bytes]:
+    """Check basic_auth_users: usernames usable in basic auth, values bcrypt hashes."""
+    users: dict[str, bytes] = {}
+    for user, hashed in raw.items():
+        if not isinstance(user, str) or not user:
+            raise _fail(where, "basic_auth_users", "usernames must be non-empty strings")
+        field_name = f"basic_auth_users.{user}"
+        if ":" in user or any(ord(c) < 0x20 or ord(c) == 0x7F for c in user):
+            raise _fail(where, field_name, "usernames cannot contain ':' or control characters")
+        if not isinstance(hashed, str) or not _BCRYPT_RE.match(hashed):
+            # Never echo the value: it may be a plain-text password by mistake.
+            raise _fail(where, field_name, "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 chars)")
+        cost = int(hashed[4:6])
+        if not 4 <= cost <= 31:
+            raise _fail(where, field_name, "bcrypt cost must be between 4 and 31")
+        users[user] = hashed.encode("ascii")
+    return users
+
+
+def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
+    """Load and check a web config file; None gives no TLS and no authentication."""
+    if path is None:
+        return WebConfig()
+    file = Path(path)
+    where = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise _fail(where, "(file)", f"cannot read: {reason}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise _fail(where, "(file)", f"invalid YAML{at}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(where, "(top level)", f"expected a mapping, got {_type_name(data)}")
+    top = _Reader(where, "", data, _TOP_KEYS)
+    base = file.parent
+    tls = _parse_tls(where, base, data.get("tls_server_config"))
+    http = _Reader(where, "http_server_config.", top.mapping("http_server_config"), _HTTP_KEYS)
+    headers = _parse_headers(where, http.mapping("headers"))
+    users = _parse_users(where, top.mapping("basic_auth_users"))
+    return WebConfig(
+        tls=tls,
+        basic_auth_users=MappingProxyType(users),
+        headers=MappingProxyType(headers),
+        http2=http.boolean("http2", True),
+        path=file,
+    )
+
+
+def _load_chain(context: ssl.SSLContext, tls: TLSConfig) -> None:
+    """Load the server certificate and key, from files or inline PEM."""
+    if tls.cert is None and tls.key is None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return
+    # ssl only loads certificates and keys from files: write inline PEM to a private temporary
+    # folder (mode 0700, files 0600) that is removed as soon as it is loaded.
+    with tempfile.TemporaryDirectory(prefix="webconfig-") as tmp:
+        cert_path, key_path = tls.cert_file, tls.key_file
+        if tls.cert is not None:
+            cert_path = Path(tmp) / "cert.pem"
+            _write_private(cert_path, tls.cert)
+        if tls.key is not None:
+            key_path = Path(tmp) / "key.pem"
+            _write_private(key_path, tls.key)
+        context.load_cert_chain(str(cert_path), str(key_path))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def build_ssl_context(config: WebConfig) -> ssl.SSLContext | None:
+    """Build the server's SSL context; None when the config has no TLS (serve plain HTTP)."""
+    tls = config.tls
+    if tls is None:
+        return None
+    where = str(config.path) if config.path is not None else "(in memory)"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = tls.min_version
+    context.maximum_version = tls.max_version
+    context.options |= ssl.OP_NO_COMPRESSION
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.cipher_suites:
+        try:
+            context.set_ciphers(":".join(_CIPHER_SUITES[s] for s in tls.cipher_suites))
+        except ssl.SSLError as exc:
+            raise _fail(where, "tls_server_config.cipher_suites", "none is available") from exc
+    try:
+        _load_chain(context, tls)
+    except (ssl.SSLError, OSError) as exc:
+        field_name = "cert_file" if tls.cert is None else "cert"
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise _fail(
+            where, f"tls_server_config.{field_name}", f"cannot load certificate and key: {reason}"
+        ) from exc
+    if tls.client_auth_type in ("NoClientCert", "RequestClientCert"):
+        # RequestClientCert never verifies the certificate, so it authenticates nothing: as in Go,
+        # a client without a certificate gets in; here the certificate is simply not requested.
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    ca_field = "client_ca_file" if tls.client_ca is None else "client_ca"
+    try:
+        if tls.client_ca is not None:
+            context.load_verify_locations(cadata=tls.client_ca)
+        else:
+            context.load_verify_locations(cafile=str(tls.client_ca_file))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise _fail(where, f"tls_server_config.{ca_field}", f"cannot load CA: {reason}") from exc
+    # RequireAnyClientCert cannot skip verification here, so it is as strict as
+    # RequireAndVerifyClientCert; VerifyClientCertIfGiven verifies a certificate when one is sent.
+    if tls.client_auth_type == "VerifyClientCertIfGiven":
+        context.verify_mode = ssl.CERT_OPTIONAL
+    else:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class BasicAuthChecker:
+    """Checks HTTP basic auth credentials against bcrypt hashes, caching successful checks."""
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        """Keep the users; prepare a dummy hash so unknown users cost as much as known ones."""
+        self._users = dict(users)
+        self._key = secrets.token_bytes(32)
+        # user -> keyed digest of the credentials of that user's last successful check
+        self._cache: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._dummy = b""
+        if self._users:
+            cost = max(int(h[4:6]) for h in self._users.values())
+            self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+
+    def enabled(self) -> bool:
+        """True when at least one user is configured, so requests need credentials."""
+        return bool(self._users)
+
+    def check(self, authorization_header: str | None) -> bool:
+        """True when auth is disabled or the Authorization header carries valid credentials."""
+        if not self._users:
+            return True
+        parsed = _parse_basic(authorization_header)
+        if parsed is None:
+            return False
+        user, password = parsed
+        hashed = self._users.get(user)
+        known = hashed is not None
+        if hashed is None:
+            hashed = self._dummy
+        digest = self._cache_key(user, password, hashed)
+        with self._lock:
+            cached = self._cache.get(user)
+        if known and cached is not None and hmac.compare_digest(cached, digest):
+            return True
+        # bcrypt hashes at most 72 bytes (longer passwords are refused), yet a longer password
+        # still costs a check so that neither its length nor the user's existence saves time.
+        fits = len(password) <= _BCRYPT_MAX_PASSWORD
+        try:
+            matched = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
+        except ValueError:
+            matched = False
+        ok = known and fits and matched
+        if ok:
+            with self._lock:
+                self._cache[user] = digest
+        return ok
+
+    def _cache_key(self, user: str, password: bytes, hashed: bytes) -> bytes:
+        """A keyed hash of the credentials, so the cache holds no fast-to-crack password hash."""
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in (user.encode("utf-8"), password, hashed):
+            mac.update(len(part).to_bytes(4, "big"))
+            mac.update(part)
+        return mac.digest()
+
+
+def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
+    """Split a Basic Authorization header into user and password; None when malformed."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user_bytes, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        user = user_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return user, password
