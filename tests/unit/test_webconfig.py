@@ -1,0 +1,400 @@
+"""Unit tests of exporter.webconfig: loading, SSL contexts and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from exporter.webconfig import (
+    WWW_AUTHENTICATE,
+    BasicAuthChecker,
+    WebConfig,
+    WebConfigError,
+    build_ssl_context,
+    load_web_config,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "webconfig"
+
+# Each bad file, with a fragment its one-line error message must contain (the field it names).
+BAD_FILES = {
+    "invalid_yaml.yml": "(file): invalid YAML at line 2",
+    "top_level_list.yml": "(top level): expected a mapping, got list",
+    "unknown_top_level_field.yml": "tls_config: unknown field",
+    "unknown_tls_field.yml": "tls_server_config.certfile: unknown field",
+    "tls_not_mapping.yml": "tls_server_config: expected a mapping, got string",
+    "missing_cert_file.yml": "tls_server_config.cert_file: required",
+    "missing_key_file.yml": "tls_server_config.key_file: required",
+    "cert_and_cert_file.yml": "tls_server_config.cert_file: set either cert_file or cert",
+    "cert_file_not_on_disk.yml": "tls_server_config.cert_file: file",
+    "bad_client_auth_type.yml": "tls_server_config.client_auth_type: expected one of NoClientCert",
+    "client_ca_without_client_auth.yml": "tls_server_config.client_ca_file: client CA set",
+    "verify_without_client_ca.yml": "tls_server_config.client_ca_file: required when",
+    "insecure_min_version.yml": "tls_server_config.min_version: TLS10 is insecure",
+    "bad_max_version.yml": "tls_server_config.max_version: expected TLS12 or TLS13",
+    "max_below_min_version.yml": "tls_server_config.max_version: lower than min_version",
+    "unknown_cipher_suite.yml": "tls_server_config.cipher_suites: unknown or insecure",
+    "client_allowed_sans.yml": "tls_server_config.client_allowed_sans: not supported",
+    "rate_limit.yml": "rate_limit: not supported",
+    "http2_not_boolean.yml": "http_server_config.http2: expected a boolean, got string",
+    "unknown_header.yml": "http_server_config.headers.Server: this header can not be configured",
+    "bad_x_frame_options.yml": "http_server_config.headers.X-Frame-Options: expected one of",
+    "users_not_mapping.yml": "basic_auth_users: expected a mapping, got list",
+    "plaintext_password.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
+    "numeric_password.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
+    "username_with_colon.yml": "basic_auth_users.prom:etheus: usernames cannot contain ':'",
+    "truncated_hash.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
+}
+
+FAST_HASH = bcrypt.hashpw(b"s3cret:with colon", bcrypt.gensalt(rounds=4))
+
+
+def basic(user: str, password: str) -> str:
+    """An Authorization header value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+# --- certificates -------------------------------------------------------------------------------
+
+
+def _openssl() -> str:
+    """The openssl CLI; a skip outside CI, a failure in CI."""
+    found = shutil.which("openssl")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl CLI is required to generate test certificates")
+        pytest.skip("openssl CLI not installed")
+    return found
+
+
+def _run(*args: str, cwd: Path) -> None:
+    """Run openssl quietly, failing the test with its stderr."""
+    done = subprocess.run([_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _issue(d: Path, name: str, cn: str, ext: str) -> None:
+    """Issue a P-256 leaf certificate signed by the test CA."""
+    newkey = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _run(
+        "req", *newkey, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d
+    )
+    (d / f"{name}.ext").write_text(
+        ext + "\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    )
+    _run(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+        cwd=d,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for localhost and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    _run(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )  # fmt: skip
+    _issue(d, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+           "extendedKeyUsage=serverAuth")  # fmt: skip
+    _issue(d, "client", "prometheus", "extendedKeyUsage=clientAuth")
+    return d
+
+
+def write(d: Path, text: str, name: str = "web.yml") -> Path:
+    """Write a web config file."""
+    path = d / name
+    path.write_text(text)
+    return path
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def test_none_means_plain_http_without_auth() -> None:
+    config = load_web_config(None)
+    assert config == WebConfig()
+    assert config.tls is None
+    assert dict(config.basic_auth_users) == {}
+    assert build_ssl_context(config) is None
+    checker = BasicAuthChecker(config.basic_auth_users)
+    assert not checker.enabled()
+    assert checker.check(None)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "tls_server_config:\nbasic_auth_users:\n"])
+def test_empty_file_means_plain_http_without_auth(tmp_path: Path, text: str) -> None:
+    config = load_web_config(write(tmp_path, text))
+    assert config.tls is None
+    assert dict(config.basic_auth_users) == {}
+    assert build_ssl_context(config) is None
+
+
+def test_full_config_is_parsed_with_paths_relative_to_the_file(pki: Path) -> None:
+    text = f"""
+tls_server_config:
+  cert_file: server.pem
+  key_file: {pki / "server.key"}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: ca.pem
+  min_version: TLS13
+  prefer_server_cipher_suites: false
+http_server_config:
+  http2: false
+  headers:
+    x-frame-options: DENY
+    X-Content-Type-Options: nosniff
+    Strict-Transport-Security: max-age=31536000
+basic_auth_users:
+  prometheus: {FAST_HASH.decode()}
+"""
+    config = load_web_config(write(pki, text))
+    tls = config.tls
+    assert tls is not None
+    assert tls.cert_file == pki / "server.pem"
+    assert tls.key_file == pki / "server.key"
+    assert tls.client_ca_file == pki / "ca.pem"
+    assert tls.client_auth_type == "RequireAndVerifyClientCert"
+    assert tls.min_version == ssl.TLSVersion.TLSv1_3
+    assert tls.max_version == ssl.TLSVersion.TLSv1_3
+    assert tls.prefer_server_cipher_suites is False
+    assert config.http2 is False
+    assert dict(config.headers) == {
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Strict-Transport-Security": "max-age=31536000",
+    }
+    assert dict(config.basic_auth_users) == {"prometheus": FAST_HASH}
+    assert config.path == pki / "web.yml"
+    with pytest.raises(TypeError):
+        config.basic_auth_users["intruder"] = FAST_HASH  # type: ignore[index]
+    assert FAST_HASH.decode() not in repr(config)
+
+
+def test_every_bad_file_has_an_expected_message() -> None:
+    assert sorted(p.name for p in DATA.iterdir()) == sorted(BAD_FILES)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_gives_a_one_line_error_naming_the_field(name: str) -> None:
+    path = DATA / name
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"web config {path}: ")
+    assert BAD_FILES[name] in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_errors_never_echo_a_password() -> None:
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(DATA / "plaintext_password.yml")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_missing_file_is_a_web_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(WebConfigError, match=r"\(file\): cannot read: No such file"):
+        load_web_config(missing)
+
+
+def test_key_file_that_is_a_folder_is_reported(pki: Path, tmp_path: Path) -> None:
+    (tmp_path / "server.key").mkdir()
+    path = write(tmp_path, f"tls_server_config:\n  cert_file: {pki / 'server.pem'}\n"
+                 "  key_file: server.key\n")  # fmt: skip
+    with pytest.raises(WebConfigError, match=r"tls_server_config.key_file: file .* not a regular"):
+        load_web_config(path)
+
+
+# --- SSL context --------------------------------------------------------------------------------
+
+
+def tls_file(pki: Path, extra: str = "") -> Path:
+    """A web config with the test server certificate, plus extra tls_server_config lines."""
+    text = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n" + extra
+    return write(pki, text, f"web-{abs(hash(extra))}.yml")
+
+
+def test_server_context_defaults(pki: Path) -> None:
+    context = build_ssl_context(load_web_config(tls_file(pki)))
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_NONE
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.maximum_version == ssl.TLSVersion.TLSv1_3
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
+
+
+@pytest.mark.parametrize(
+    ("auth", "mode"),
+    [
+        ("RequestClientCert", ssl.CERT_NONE),
+        ("VerifyClientCertIfGiven", ssl.CERT_OPTIONAL),
+        ("RequireAnyClientCert", ssl.CERT_REQUIRED),
+        ("RequireAndVerifyClientCert", ssl.CERT_REQUIRED),
+    ],
+)
+def test_client_auth_types(pki: Path, auth: str, mode: ssl.VerifyMode) -> None:
+    ca = "  client_ca_file: ca.pem\n" if auth != "RequestClientCert" else ""
+    context = build_ssl_context(load_web_config(tls_file(pki, f"  client_auth_type: {auth}\n{ca}")))
+    assert context is not None
+    assert context.verify_mode == mode
+    if mode != ssl.CERT_NONE:
+        assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+
+
+def test_cipher_suites_restrict_tls12(pki: Path) -> None:
+    extra = "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256]\n"
+    context = build_ssl_context(load_web_config(tls_file(pki, extra)))
+    assert context is not None
+    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12 == {"ECDHE-ECDSA-AES256-GCM-SHA384"}
+
+
+def test_inline_certificate_and_key(pki: Path) -> None:
+    cert = (pki / "server.pem").read_text()
+    key = (pki / "server.key").read_text()
+    ca = (pki / "ca.pem").read_text()
+
+    def block(name: str, pem: str) -> str:
+        return f"  {name}: |\n" + "".join(f"    {line}\n" for line in pem.splitlines())
+
+    text = "tls_server_config:\n" + block("cert", cert) + block("key", key) + block("client_ca", ca)
+    text += "  client_auth_type: RequireAndVerifyClientCert\n"
+    config = load_web_config(write(pki, text, "inline.yml"))
+    assert config.tls is not None
+    assert "PRIVATE KEY" not in repr(config)
+    context = build_ssl_context(config)
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1
+
+
+def test_key_not_matching_certificate(pki: Path) -> None:
+    path = write(
+        pki, "tls_server_config:\n  cert_file: server.pem\n  key_file: client.key\n", "m.yml"
+    )
+    with pytest.raises(WebConfigError, match=r"tls_server_config.cert_file: cannot load"):
+        build_ssl_context(load_web_config(path))
+
+
+def test_certificate_file_that_is_not_pem(pki: Path, tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    shutil.copy(pki / "server.key", tmp_path / "server.key")
+    path = write(tmp_path, "tls_server_config:\n  cert_file: junk.pem\n  key_file: server.key\n")
+    with pytest.raises(WebConfigError) as caught:
+        build_ssl_context(load_web_config(path))
+    assert "tls_server_config.cert_file: cannot load certificate and key" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_client_ca_that_is_not_pem(pki: Path, tmp_path: Path) -> None:
+    for name in ("server.pem", "server.key"):
+        shutil.copy(pki / name, tmp_path / name)
+    (tmp_path / "ca.pem").write_text("garbage\n")
+    path = tls_file(tmp_path, "  client_auth_type: RequireAndVerifyClientCert\n"
+                    "  client_ca_file: ca.pem\n")  # fmt: skip
+    with pytest.raises(WebConfigError, match=r"tls_server_config.client_ca_file: cannot load CA"):
+        build_ssl_context(load_web_config(path))
+
+
+# --- basic auth ---------------------------------------------------------------------------------
+
+
+def test_right_password_is_accepted_and_cached() -> None:
+    checker = BasicAuthChecker({"prometheus": FAST_HASH})
+    assert checker.enabled()
+    assert checker.check(basic("prometheus", "s3cret:with colon"))
+    assert checker.check(basic("prometheus", "s3cret:with colon"))
+    assert checker.check("basic  " + basic("prometheus", "s3cret:with colon")[6:])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Basic",
+        "Basic ",
+        "Bearer abc",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),
+        basic("prometheus", "wrong"),
+        basic("prometheus", ""),
+        basic("Prometheus", "s3cret:with colon"),
+        basic("nobody", "s3cret:with colon"),
+        basic("prometheus", "s3cret:with colon" + "x" * 100),
+    ],
+)
+def test_wrong_or_malformed_credentials_are_refused(header: str | None) -> None:
+    checker = BasicAuthChecker({"prometheus": FAST_HASH})
+    assert checker.check(basic("prometheus", "s3cret:with colon"))  # populate the cache first
+    assert not checker.check(header)
+
+
+def test_password_longer_than_bcrypt_limit_is_refused() -> None:
+    long_password = "p" * 72
+    hashed = bcrypt.hashpw(long_password.encode(), bcrypt.gensalt(rounds=4))
+    checker = BasicAuthChecker({"u": hashed})
+    assert checker.check(basic("u", long_password))
+    assert not checker.check(basic("u", long_password + "extra"))
+
+
+def test_htpasswd_2y_hashes_are_accepted(tmp_path: Path) -> None:
+    hashed = "$2y$" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()[4:]
+    config = load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: '{hashed}'\n"))
+    checker = BasicAuthChecker(config.basic_auth_users)
+    assert checker.check(basic("alice", "pw"))
+    assert not checker.check(basic("alice", "pw2"))
+
+
+def test_several_users(tmp_path: Path) -> None:
+    users = {
+        name: bcrypt.hashpw(name.encode() + b"-pw", bcrypt.gensalt(rounds=4)) for name in "abc"
+    }
+    checker = BasicAuthChecker(users)
+    for name in "abc":
+        assert checker.check(basic(name, f"{name}-pw"))
+        assert not checker.check(basic(name, "a-pw" if name != "a" else "b-pw"))
+
+
+def _best_of(n: int, checker: BasicAuthChecker, header: str) -> float:
+    """The fastest of n checks, in seconds."""
+    best = float("inf")
+    for _ in range(n):
+        start = time.perf_counter()
+        checker.check(header)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_cached_check_skips_bcrypt_but_unknown_users_still_pay() -> None:
+    slow = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=10))
+    checker = BasicAuthChecker({"prometheus": slow})
+    wrong = _best_of(2, checker, basic("prometheus", "wrong"))
+    unknown = _best_of(2, checker, basic("mallory", "wrong"))
+    assert checker.check(basic("prometheus", "right"))
+    cached = _best_of(3, checker, basic("prometheus", "right"))
+    assert wrong > 0.01  # a cost-10 bcrypt check takes tens of milliseconds
+    assert unknown > wrong / 3  # user enumeration by timing is not cheap
+    assert cached < wrong / 10
+
+
+def test_challenge_header_names_basic_auth() -> None:
+    assert WWW_AUTHENTICATE.startswith("Basic realm=")
