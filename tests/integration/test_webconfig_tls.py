@@ -1,0 +1,284 @@
+"""HTTPS with a web config: a stdlib server using build_ssl_context and BasicAuthChecker."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from exporter.webconfig import (
+    WWW_AUTHENTICATE,
+    BasicAuthChecker,
+    WebConfig,
+    build_ssl_context,
+    load_web_config,
+)
+
+PASSWORD = "correct horse battery staple"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+# --- certificates (generated with the openssl CLI) ----------------------------------------------
+
+
+def _openssl() -> str:
+    """The openssl CLI; a skip outside CI, a failure in CI."""
+    found = shutil.which("openssl")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl CLI is required to generate test certificates")
+        pytest.skip("openssl CLI not installed")
+    return found
+
+
+def _run(*args: str, cwd: Path) -> None:
+    """Run openssl quietly, failing the test with its stderr."""
+    done = subprocess.run([_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _ca(d: Path, name: str) -> None:
+    """A self-signed P-256 CA."""
+    _run(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )  # fmt: skip
+
+
+def _issue(d: Path, ca: str, name: str, cn: str, ext: str) -> None:
+    """A P-256 leaf certificate signed by a CA."""
+    _run(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}",
+        cwd=d,
+    )  # fmt: skip
+    (d / f"{name}.ext").write_text(
+        ext + "\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    )
+    _run(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+        cwd=d,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test CA with server and client certificates, and a rogue CA with its own client."""
+    d = tmp_path_factory.mktemp("pki")
+    _ca(d, "ca")
+    _ca(d, "rogue-ca")
+    san = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+    _issue(d, "ca", "server", "localhost", san)
+    _issue(d, "ca", "client", "prometheus", "extendedKeyUsage=clientAuth")
+    _issue(d, "rogue-ca", "rogue-client", "prometheus", "extendedKeyUsage=clientAuth")
+    return d
+
+
+# --- a minimal HTTPS server standing in for the exporter's web server ----------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server doing the TLS handshake in the request thread."""
+
+    daemon_threads = True
+
+    def __init__(self, config: WebConfig) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.config = config
+        self.ssl_context = build_ssl_context(config)
+        self.checker = BasicAuthChecker(config.basic_auth_users)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Wrap the connection in TLS (when configured) before handling it."""
+        if self.ssl_context is not None:
+            request.settimeout(5)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                request.close()
+                return
+        super().finish_request(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers 200 to authenticated requests and 401 with a challenge otherwise."""
+
+    server: _Server
+
+    def do_GET(self) -> None:
+        """Serve one request."""
+        if self.server.checker.enabled() and not self.server.checker.check(
+            self.headers.get("Authorization")
+        ):
+            self._reply(401, b"Unauthorized\n", {"WWW-Authenticate": WWW_AUTHENTICATE})
+            return
+        self._reply(200, b"healthy\n", {})
+
+    def _reply(self, status: int, body: bytes, extra: dict[str, str]) -> None:
+        """Send a response with the configured headers."""
+        self.send_response(status)
+        for name, value in {**self.server.config.headers, **extra}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+def _serve(config: WebConfig) -> Iterator[str]:
+    """Run the server in a thread; yield its https base URL."""
+    server = _Server(config)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _web_config(pki: Path, name: str, text: str) -> WebConfig:
+    """Write and load a web config next to the certificates."""
+    path = pki / name
+    path.write_text(text)
+    return load_web_config(path)
+
+
+@pytest.fixture(scope="module")
+def auth_url(pki: Path) -> Iterator[str]:
+    """An HTTPS server with basic auth and security headers."""
+    config = _web_config(
+        pki,
+        "auth.yml",
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        f"basic_auth_users:\n  prometheus: '{HASH}'\n",
+    )
+    yield from _serve(config)
+
+
+@pytest.fixture(scope="module")
+def mtls_url(pki: Path) -> Iterator[str]:
+    """An HTTPS server requiring a client certificate from the test CA."""
+    config = _web_config(
+        pki,
+        "mtls.yml",
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
+        "  min_version: TLS13\n",
+    )
+    yield from _serve(config)
+
+
+# --- a real TLS client -------------------------------------------------------------------------
+
+
+def _client_context(pki: Path, cert: str | None = None) -> ssl.SSLContext:
+    """A verifying client context trusting the test CA, optionally with a client certificate."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert is not None:
+        context.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    return context
+
+
+def _get(url: str, context: ssl.SSLContext, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
+    """GET a URL; return the status and headers (also for HTTP errors)."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            assert response.read() == b"healthy\n"
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers
+
+
+def test_right_password_gets_200(pki: Path, auth_url: str) -> None:
+    status, headers = _get(f"{auth_url}/-/healthy", _client_context(pki), ("prometheus", PASSWORD))
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    again, _ = _get(f"{auth_url}/metrics", _client_context(pki), ("prometheus", PASSWORD))
+    assert again == 200
+
+
+@pytest.mark.parametrize(
+    "auth", [None, ("prometheus", "wrong"), ("nobody", PASSWORD), ("prometheus", "")]
+)
+def test_wrong_or_missing_password_gets_401_with_a_challenge(
+    pki: Path, auth_url: str, auth: tuple[str, str] | None
+) -> None:
+    status, headers = _get(f"{auth_url}/metrics", _client_context(pki), auth)
+    assert status == 401
+    assert headers["WWW-Authenticate"] == WWW_AUTHENTICATE
+
+
+def test_plain_http_to_the_tls_port_fails(auth_url: str) -> None:
+    port = int(auth_url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        with pytest.raises((http.client.HTTPException, OSError)):
+            connection.request("GET", "/metrics")
+            response = connection.getresponse()
+            pytest.fail(f"plain HTTP got a response: {response.status}")
+    finally:
+        connection.close()
+
+
+def test_the_server_certificate_verifies_against_the_ca_only(pki: Path, auth_url: str) -> None:
+    untrusting = ssl.create_default_context(cafile=str(pki / "rogue-ca.pem"))
+    with pytest.raises(urllib.error.URLError) as caught:
+        _get(f"{auth_url}/metrics", untrusting, ("prometheus", PASSWORD))
+    assert isinstance(caught.value.reason, ssl.SSLCertVerificationError)
+
+
+def test_client_certificate_from_the_ca_is_accepted(pki: Path, mtls_url: str) -> None:
+    status, _ = _get(f"{mtls_url}/metrics", _client_context(pki, "client"))
+    assert status == 200
+
+
+@pytest.mark.parametrize("cert", [None, "rogue-client"])
+def test_client_without_a_valid_certificate_is_refused(
+    pki: Path, mtls_url: str, cert: str | None
+) -> None:
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, OSError)):
+        _get(f"{mtls_url}/metrics", _client_context(pki, cert))
+
+
+def test_tls12_client_is_refused_when_min_version_is_tls13(pki: Path, mtls_url: str) -> None:
+    context = _client_context(pki, "client")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(urllib.error.URLError) as caught:
+        _get(f"{mtls_url}/metrics", context)
+    assert isinstance(caught.value.reason, ssl.SSLError)
+
+
+def test_a_stalled_handshake_does_not_block_other_clients(pki: Path, auth_url: str) -> None:
+    port = int(auth_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        status, _ = _get(f"{auth_url}/-/healthy", _client_context(pki), ("prometheus", PASSWORD))
+    assert status == 200
