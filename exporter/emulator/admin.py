@@ -1,0 +1,169 @@
+"""The unsigned admin API under /_emulator/: load data, mutate it, set faults, read counters."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from . import dataset
+from .backend import Backend
+from .errors import ApiError, DatasetError, InternalError, UnknownOperationError, ValidationError
+from .faults import Faults
+from .messages import Request, Response, error_response, json_body, json_response
+
+PREFIX = "/_emulator/"
+log = logging.getLogger("exporter.emulator")
+
+AdminHandler = Callable[[Backend, Request, dict[str, str]], tuple[int, Any]]
+
+
+def _field(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """An optional body field of the given type; ValidationException naming it otherwise."""
+    value = body.get(name)
+    if value is None:
+        return default
+    # bool is an int in Python, but true is no count and 1 is no flag.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValidationError(f"{name} must be of type {kind.__name__}")
+    return value
+
+
+def _health(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    with backend.lock:
+        stores = backend.datastores()
+        image_sets = sum(len(s.image_sets) for s in stores)
+    return 200, {"status": "ok", "datastores": len(stores), "imageSets": image_sets}
+
+
+def _load(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("dataset body must be UTF-8 YAML or JSON") from None
+    try:
+        backend.load_dataset(dataset.parse_text(text))
+    except DatasetError as exc:
+        raise ValidationError(str(exc)) from None
+    return _health(backend, request, p)
+
+
+def _create_datastore(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    ds_id = backend.create_datastore(
+        _field(body, "datastoreId", str, None),
+        _field(body, "datastoreName", str, "datastore"),
+        _field(body, "datastoreStatus", str, "ACTIVE"),
+    )
+    return 201, {"datastoreId": ds_id}
+
+
+def _create_image_set(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    set_id = backend.create_image_set(
+        p["ds"],
+        _field(body, "imageSetId", str, None),
+        _field(body, "workflowStatus", str, "IMPORTED"),
+        _field(body, "DICOMTags", dict, None),
+    )
+    return 201, {"imageSetId": set_id, "versionId": "1"}
+
+
+def _add_version(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    version_id = backend.add_version(
+        p["ds"],
+        p["id"],
+        _field(body, "workflowStatus", str, "UPDATED"),
+        forced=_field(body, "forced", bool, False),
+        message=_field(body, "message", str, None),
+        state=_field(body, "state", str, "ACTIVE"),
+    )
+    return 201, {"versionId": version_id}
+
+
+def _set_status(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    status = _field(body, "workflowStatus", str, None)
+    if status is None:
+        raise ValidationError("workflowStatus is required")
+    backend.set_workflow_status(
+        p["ds"], p["id"], p["v"], status, _field(body, "message", str, None)
+    )
+    return 200, {}
+
+
+def _delete_image_set(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    backend.delete_image_set(p["ds"], p["id"])
+    return 200, {}
+
+
+def _generate(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    count = _field(body, "count", int, None)
+    if count is None:
+        raise ValidationError("count is required")
+    ids = backend.generate(p["ds"], count, seed=_field(body, "seed", int, 0))
+    return 201, {"count": len(ids), "imageSetIds": ids}
+
+
+def _get_faults(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, backend.faults.to_dict()
+
+
+def _put_faults(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    try:
+        faults = Faults.from_dict(json_body(request))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(str(exc)) from None
+    backend.set_faults(faults)
+    return _get_faults(backend, request, p)
+
+
+def _get_requests(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, backend.request_counts()
+
+
+def _reset_requests(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    backend.reset_request_counts()
+    return 200, {}
+
+
+_DS = r"datastores/(?P<ds>[^/]+)"
+_SET = rf"{_DS}/imagesets/(?P<id>[^/]+)"
+ADMIN_ROUTES: tuple[tuple[str, re.Pattern[str], AdminHandler], ...] = tuple(
+    (method, re.compile(PREFIX + pattern), handler)
+    for method, pattern, handler in (
+        ("GET", "health", _health),
+        ("POST", "dataset", _load),
+        ("POST", "datastores", _create_datastore),
+        ("POST", f"{_DS}/imagesets", _create_image_set),
+        ("POST", f"{_SET}/versions", _add_version),
+        ("PUT", rf"{_SET}/versions/(?P<v>[^/]+)", _set_status),
+        ("DELETE", _SET, _delete_image_set),
+        ("POST", f"{_DS}/generate", _generate),
+        ("GET", "faults", _get_faults),
+        ("PUT", "faults", _put_faults),
+        ("GET", "requests", _get_requests),
+        ("DELETE", "requests", _reset_requests),
+    )
+)
+
+
+def dispatch(backend: Backend, request: Request) -> Response:
+    """Answer one admin request; never raises."""
+    for method, pattern, handler in ADMIN_ROUTES:
+        match = pattern.fullmatch(request.path)
+        if match and method == request.method:
+            try:
+                status, payload = handler(backend, request, match.groupdict())
+            except ApiError as exc:
+                return error_response(exc)
+            except Exception as exc:
+                log.error("admin %s failed: %s: %s", request.path, type(exc).__name__, exc)
+                return error_response(InternalError("Internal server error"))
+            return json_response(status, payload)
+    return error_response(
+        UnknownOperationError(f"No admin route matches {request.method} {request.path}")
+    )
