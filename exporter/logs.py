@@ -1,0 +1,63 @@
+"""Logging set-up: plain lines or JSON, and third-party loggers kept quiet about payloads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("plain", "json")
+# botocore logs whole request and response bodies at DEBUG (search results carry patient
+# data, requests carry signed headers); these stay at WARNING whatever --log-level says.
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "apscheduler")
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    millis = int(record.msecs)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{millis:03d}Z"
+
+
+class PlainFormatter(logging.Formatter):
+    """`time level logger: message`, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format a record as one line."""
+        message = " ".join(record.getMessage().split())
+        line = f"{_timestamp(record)} {record.levelname.lower():7} {record.name}: {message}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format a record as a JSON line."""
+        data = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, separators=(",", ":"))
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "plain", stream: TextIO | None = None
+) -> None:
+    """Send the exporter's logs to stderr in the chosen format and level."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,121 @@
+"""The exporter's own metrics, in a registry that is passed in (never the global one)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from exporter import __version__
+from exporter.aws import OUTCOMES
+from exporter.budget import RateBudget
+
+POLL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+API_OPERATIONS = (
+    "ListImageSetVersions",
+    "SearchImageSets",
+    "GetImageSet",
+    "GetDatastore",
+    "ListDatastores",
+)
+
+
+class ExporterMetrics:
+    """Counters and gauges about the exporter's own work."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.build_info = Gauge(
+            "healthimaging_exporter_build_info",
+            "Build information (always 1).",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__).set(1)
+        self.api_requests = Counter(
+            "healthimaging_exporter_api_requests",
+            "HTTP attempts to AWS HealthImaging, retries included, by outcome.",
+            ["operation", "outcome"],
+            registry=registry,
+        )
+        for operation in API_OPERATIONS[:3]:
+            for outcome in OUTCOMES:
+                self.api_requests.labels(operation, outcome)
+        self.poll_duration = Histogram(
+            "healthimaging_exporter_poll_duration_seconds",
+            "Duration of a whole poll cycle.",
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.poll_errors = Counter(
+            "healthimaging_exporter_poll_errors",
+            "Image set polls and discovery calls that failed, by reason.",
+            ["datastore_id", "reason"],
+            registry=registry,
+        )
+        self.budget_rate = Gauge(
+            "healthimaging_exporter_rate_budget_requests_per_second",
+            "The client-side request budget of this process, lowered after throttles.",
+            ["operation"],
+            registry=registry,
+        )
+        self.budget_wait = Counter(
+            "healthimaging_exporter_rate_budget_wait_seconds",
+            "Time spent waiting for the request budget.",
+            ["operation"],
+            registry=registry,
+        )
+        self.state_write_errors = Counter(
+            "healthimaging_exporter_state_write_errors",
+            "Failed writes to the snapshot store.",
+            registry=registry,
+        )
+        self.state_writable = Gauge(
+            "healthimaging_exporter_state_writable",
+            "0 while the snapshot store cannot be written.",
+            registry=registry,
+        )
+        self.state_writable.set(1)
+        self.reload_successful = Gauge(
+            "healthimaging_exporter_config_last_reload_successful",
+            "0 after an attempt to load an invalid config; the previous config stays in use.",
+            registry=registry,
+        )
+        self.reload_success_time = Gauge(
+            "healthimaging_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load.",
+            registry=registry,
+        )
+        self.shard = Gauge(
+            "healthimaging_exporter_shard_ordinal",
+            "The shard this process polls.",
+            registry=registry,
+        )
+        self.total_shards = Gauge(
+            "healthimaging_exporter_total_shards",
+            "The number of shards configured.",
+            registry=registry,
+        )
+
+    def set_budget(self, rates: Mapping[str, float]) -> None:
+        """Publish the current request budget."""
+        for operation, rate in rates.items():
+            self.budget_rate.labels(operation).set(rate)
+
+
+class AttemptRecorder:
+    """Connects every AWS attempt to the rate budget and the request counters."""
+
+    def __init__(self, budget: RateBudget, metrics: ExporterMetrics) -> None:
+        self._budget = budget
+        self._metrics = metrics
+
+    def before_attempt(self, operation: str) -> None:
+        """Wait for the budget, counting the wait."""
+        waited = self._budget.acquire(operation)
+        if waited:
+            self._metrics.budget_wait.labels(operation).inc(waited)
+
+    def after_attempt(self, operation: str, outcome: str) -> None:
+        """Count the attempt and let the budget adapt to throttles."""
+        self._metrics.api_requests.labels(operation, outcome).inc()
+        self._budget.record(operation, throttled=outcome == "throttled")

@@ -1,0 +1,69 @@
+"""Plain, immutable data shared along the pipeline: versions, image set snapshots, counter keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+FAILURE_STATUSES = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One entry of an image set's version list, as the exporter keeps it (no DICOM data)."""
+
+    version_id: int
+    workflow_status: str
+    image_set_state: str
+    forced: bool = False
+    is_primary: bool | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    deleted_at: float | None = None
+    # Logged once when a failure is first seen; never stored, never a label.
+    message: str | None = field(default=None, compare=False)
+
+
+class ImageSetKey(NamedTuple):
+    """Identifies an image set across data stores."""
+
+    datastore_id: str
+    image_set_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSetSnapshot:
+    """The last version list seen for an image set, plus versions that have since vanished."""
+
+    key: ImageSetKey
+    versions: tuple[Version, ...]  # newest first, as the API lists them
+    # Versions once listed and no longer: remembered so a list that shrinks and grows back
+    # does not count the same version twice.
+    removed: tuple[Version, ...] = ()
+    deleted_at: float | None = None  # set once the image set itself is gone
+
+    @property
+    def latest(self) -> Version | None:
+        """Return the version with the highest id, if any."""
+        return max(self.versions, key=lambda v: v.version_id, default=None)
+
+    @property
+    def is_deleted(self) -> bool:
+        """Tell whether the image set was seen to disappear."""
+        return self.deleted_at is not None
+
+
+class CounterKey(NamedTuple):
+    """A persisted counter series; labels a family does not have are empty strings."""
+
+    family: str
+    datastore_id: str
+    image_set_id: str = ""
+    workflow_status: str = ""
+
+
+NEW_VERSIONS = "new_versions"
+FAILED_VERSIONS = "failed_versions"
+FORCED_VERSIONS = "forced_versions"
+IMAGE_SETS_DELETED = "image_sets_deleted"
+COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED)

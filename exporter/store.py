@@ -1,0 +1,325 @@
+"""The durable snapshot: SQLite in WAL mode, versioned schema, one transaction per change."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, Version
+
+log = logging.getLogger(__name__)
+
+MEMORY = ":memory:"
+
+
+class StoreError(RuntimeError):
+    """The snapshot store cannot be opened, read or written; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatastoreRecord:
+    """Per-data-store bookkeeping that must survive restarts."""
+
+    datastore_id: str
+    last_success: float | None = None
+    cursor: float | None = None  # SearchImageSets: updatedAt already covered
+    backfill_token: str | None = None  # where the inventory listing stopped
+    backfill_complete: bool = False
+    backfill_listed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """Everything the store holds, loaded at start-up."""
+
+    image_sets: dict[ImageSetKey, ImageSetSnapshot]
+    counters: dict[CounterKey, float]
+    datastores: dict[str, DatastoreRecord]
+
+
+def _encode_versions(versions: Iterable[Version]) -> list[list[object]]:
+    return [
+        [
+            v.version_id,
+            v.workflow_status,
+            v.image_set_state,
+            int(v.forced),
+            None if v.is_primary is None else int(v.is_primary),
+            v.created_at,
+            v.updated_at,
+            v.deleted_at,
+        ]
+        for v in versions
+    ]
+
+
+def _decode_versions(rows: list[list[object]], intern: Callable[[str], str]) -> tuple[Version, ...]:
+    result = []
+    for version_id, status, state, forced, primary, created, updated, deleted in rows:
+        result.append(
+            Version(
+                version_id=int(str(version_id)),
+                workflow_status=intern(str(status)),
+                image_set_state=intern(str(state)),
+                forced=bool(forced),
+                is_primary=None if primary is None else bool(primary),
+                created_at=_float_or_none(created),
+                updated_at=_float_or_none(updated),
+                deleted_at=_float_or_none(deleted),
+            )
+        )
+    return tuple(result)
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(str(value))
+
+
+def encode_snapshot(snapshot: ImageSetSnapshot) -> str:
+    """Serialise a snapshot's version lists as compact JSON."""
+    return json.dumps(
+        {"v": _encode_versions(snapshot.versions), "r": _encode_versions(snapshot.removed)},
+        separators=(",", ":"),
+    )
+
+
+def decode_snapshot(
+    key: ImageSetKey, payload: str, deleted_at: float | None, intern: Callable[[str], str] = str
+) -> ImageSetSnapshot:
+    """Rebuild a snapshot from its JSON; raise ValueError when the payload is not one."""
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError("snapshot payload is not an object")
+    return ImageSetSnapshot(
+        key,
+        _decode_versions(data["v"], intern),
+        _decode_versions(data["r"], intern),
+        deleted_at,
+    )
+
+
+# Each entry migrates from the schema version equal to its index to the next one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE image_sets (
+        datastore_id TEXT NOT NULL,
+        image_set_id TEXT NOT NULL,
+        versions TEXT NOT NULL,
+        deleted_at REAL,
+        PRIMARY KEY (datastore_id, image_set_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE counters (
+        family TEXT NOT NULL,
+        datastore_id TEXT NOT NULL,
+        image_set_id TEXT NOT NULL,
+        workflow_status TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (family, datastore_id, image_set_id, workflow_status)
+    ) WITHOUT ROWID;
+    CREATE TABLE datastores (
+        datastore_id TEXT PRIMARY KEY,
+        last_success REAL,
+        cursor REAL,
+        backfill_token TEXT,
+        backfill_complete INTEGER NOT NULL DEFAULT 0,
+        backfill_listed INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SnapshotStore:
+    """SQLite-backed snapshot and counter store; every write is one transaction."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # one writer; readers only at start-up
+        try:
+            if path != MEMORY:
+                directory = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(directory):
+                    raise StoreError(f"state.path {path}: directory {directory} does not exist")
+                if not os.access(directory, os.W_OK):
+                    raise StoreError(f"state.path {path}: directory {directory} is not writable")
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            if path != MEMORY:
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise StoreError(f"state.path {path}: cannot switch to WAL mode (got {mode})")
+            # NORMAL in WAL mode: a power cut may lose the newest transactions, but a snapshot
+            # and the counters it moved are always lost or kept together, so nothing double-counts.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state.path {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"state.path {self.path}: schema version {current} is newer than this exporter "
+                f"understands ({SCHEMA_VERSION}); upgrade the exporter or move the file away"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self._transaction():
+                # Statement by statement: executescript would commit half a migration.
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {version + 1}")
+            log.info("migrated state schema to version %d", version + 1)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    def load(self) -> StoredState:
+        """Read every snapshot, counter and data store record."""
+        interned: dict[str, str] = {}
+
+        def intern(text: str) -> str:
+            return interned.setdefault(text, text)
+
+        image_sets: dict[ImageSetKey, ImageSetSnapshot] = {}
+        try:
+            rows = self._db.execute(
+                "SELECT datastore_id, image_set_id, versions, deleted_at FROM image_sets"
+            )
+            for datastore_id, image_set_id, payload, deleted_at in rows:
+                key = ImageSetKey(datastore_id, image_set_id)
+                try:
+                    image_sets[key] = decode_snapshot(key, payload, deleted_at, intern)
+                except (ValueError, KeyError, TypeError):
+                    # Its next poll rebuilds it as a baseline; better than refusing to start.
+                    log.error("state: unreadable snapshot of image set %s; re-baselining it", key)
+            counters = {
+                CounterKey(family, ds, image_set, status): float(value)
+                for family, ds, image_set, status, value in self._db.execute(
+                    "SELECT family, datastore_id, image_set_id, workflow_status, value "
+                    "FROM counters"
+                )
+            }
+            datastores = {
+                row[0]: DatastoreRecord(
+                    datastore_id=row[0],
+                    last_success=row[1],
+                    cursor=row[2],
+                    backfill_token=row[3],
+                    backfill_complete=bool(row[4]),
+                    backfill_listed=int(row[5]),
+                )
+                for row in self._db.execute(
+                    "SELECT datastore_id, last_success, cursor, backfill_token, "
+                    "backfill_complete, backfill_listed FROM datastores"
+                )
+            }
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        return StoredState(image_sets, counters, datastores)
+
+    def apply(
+        self,
+        snapshot: ImageSetSnapshot,
+        increments: Mapping[CounterKey, int],
+        drop_counters: bool = False,
+    ) -> None:
+        """Write an image set's new snapshot and add its counter increments, atomically."""
+        key = snapshot.key
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (datastore_id, image_set_id) DO UPDATE SET "
+                    "versions = excluded.versions, deleted_at = excluded.deleted_at",
+                    (
+                        key.datastore_id,
+                        key.image_set_id,
+                        encode_snapshot(snapshot),
+                        snapshot.deleted_at,
+                    ),
+                )
+                if drop_counters:
+                    self._db.execute(
+                        "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?",
+                        (key.datastore_id, key.image_set_id),
+                    )
+                self._db.executemany(
+                    "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                    "(family, datastore_id, image_set_id, workflow_status) "
+                    "DO UPDATE SET value = value + excluded.value",
+                    [(*k, v) for k, v in increments.items() if v],
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def forget(self, keys: Iterable[ImageSetKey]) -> None:
+        """Remove image sets (and their per-image-set counters) no longer configured."""
+        pairs = [tuple(k) for k in keys]
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "DELETE FROM image_sets WHERE datastore_id = ? AND image_set_id = ?", pairs
+                )
+                self._db.executemany(
+                    "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?", pairs
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def save_datastore(self, record: DatastoreRecord) -> None:
+        """Write a data store's bookkeeping."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO datastores VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        record.datastore_id,
+                        record.last_success,
+                        record.cursor,
+                        record.backfill_token,
+                        int(record.backfill_complete),
+                        record.backfill_listed,
+                    ),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def check_integrity(self) -> str:
+        """Run SQLite's integrity check; return 'ok' or the first problem."""
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database; the WAL is checkpointed by SQLite."""
+        with self._lock:
+            self._db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error, under the writer lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+            else:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()
