@@ -68,6 +68,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "healthimaging-emulator"
     sys_version = ""
     timeout = _IDLE_TIMEOUT
+    # Buffer the answer so status, headers and body leave in one write; with TCP_NODELAY this
+    # avoids the 40 ms Nagle/delayed-ACK stall that small split writes cause on keep-alive.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         server = cast(_Server, self.server)
