@@ -45,3 +45,15 @@ def raw_request(
         return response.status, dict(response.getheaders()), json.loads(data) if data else None
     finally:
         conn.close()
+
+
+class ManualClock:
+    """A time source tests move by hand; pass it as Backend(clock=...) or (monotonic=...)."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        """Start at `now` (epoch seconds)."""
+        self.now = now
+
+    def __call__(self) -> float:
+        """The current time."""
+        return self.now

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from exporter.emulator import Backend
 from exporter.emulator import operations as ops
 from exporter.emulator.errors import ConflictError, NotFoundError, ValidationError
+from exporter.emulator.testing import ManualClock
 
 DS = "12345678901234567890123456789012"
 DEMO_SET = "ea92b0d8838c72a3f25d00d13616f87e"
 
 
-class FakeClock:
-    """A settable time source."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def backend(clock: FakeClock) -> Backend:
+def backend(clock: ManualClock) -> Backend:
     b = Backend(clock=clock)
     b.load_dataset({"datastores": [{"datastoreId": DS, "datastoreName": "unit"}]})
     return b
@@ -54,17 +43,6 @@ def all_versions(b: Backend, set_id: str, page: int) -> list[list[str]]:
         token = out.get("nextToken")
         if token is None:
             return pages
-
-
-def search_all(b: Backend, criteria: dict[str, Any], page: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    token = None
-    while True:
-        resp = ops.search_image_sets(b, DS, criteria, page, token)
-        out.extend(resp["imageSetsMetadataSummaries"])
-        token = resp.get("nextToken")
-        if token is None:
-            return out
 
 
 def test_demo_versions_match_the_cli_documentation(demo: Backend) -> None:
@@ -207,7 +185,7 @@ def test_every_image_set_property_round_trips(backend: Backend) -> None:
     assert listed == [{"imageSetId": "a" * 32, **version}]
 
 
-def test_add_version_and_set_status_bump_updated_at(backend: Backend, clock: FakeClock) -> None:
+def test_add_version_and_set_status_bump_updated_at(backend: Backend, clock: ManualClock) -> None:
     set_id = backend.create_image_set(DS, dicom_tags={"DICOMPatientName": "DEMO^X"})
     clock.now += 10
     vid = backend.add_version(DS, set_id, "UPDATE_FAILED", forced=True, message="bad")
@@ -228,13 +206,15 @@ def test_add_version_and_set_status_bump_updated_at(backend: Backend, clock: Fak
 
 
 def test_delete_image_set_removes_it_everywhere(demo: Backend) -> None:
-    before = len(search_all(demo, {}, 50))
+    before = len(ops.search_image_sets(demo, DS, {})["imageSetsMetadataSummaries"])
     demo.delete_image_set(DS, DEMO_SET)
     with pytest.raises(NotFoundError):
         ops.list_image_set_versions(demo, DS, DEMO_SET)
     with pytest.raises(NotFoundError):
         ops.get_image_set(demo, DS, DEMO_SET)
-    ids = [s["imageSetId"] for s in search_all(demo, {}, 50)]
+    ids = [
+        s["imageSetId"] for s in ops.search_image_sets(demo, DS, {})["imageSetsMetadataSummaries"]
+    ]
     assert len(ids) == before - 1 and DEMO_SET not in ids
     with pytest.raises(NotFoundError):
         demo.delete_image_set(DS, DEMO_SET)
@@ -273,13 +253,13 @@ def test_list_datastores_pages_and_filters(backend: Backend) -> None:
         ops.list_datastores(backend, "SLEEPING")
 
 
-def generated(clock: FakeClock, seed: int) -> tuple[Backend, list[str]]:
+def generated(clock: ManualClock, seed: int) -> tuple[Backend, list[str]]:
     b = Backend(clock=clock)
     b.create_datastore(DS)
     return b, b.generate(DS, 2000, seed=seed)
 
 
-def test_generate_is_deterministic_and_realistic(clock: FakeClock) -> None:
+def test_generate_is_deterministic_and_realistic(clock: ManualClock) -> None:
     b, ids = generated(clock, 7)
     assert generated(clock, 7)[1] == ids and len(set(ids)) == 2000
     assert generated(clock, 8)[1] != ids

@@ -10,6 +10,7 @@ from exporter.emulator import Backend, Faults, admin, routes
 from exporter.emulator.dataset import demo_path
 from exporter.emulator.errors import AccessDeniedError, InternalError, ThrottlingError
 from exporter.emulator.messages import Request, Response
+from exporter.emulator.testing import ManualClock
 
 DS = "12345678901234567890123456789012"
 SET = "ea92b0d8838c72a3f25d00d13616f87e"
@@ -20,23 +21,13 @@ SIGNED = {
 LIST_PATH = f"/datastore/{DS}/imageSet/{SET}/listImageSetVersions"
 
 
-class Ticker:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def ticker() -> ManualClock:
+    return ManualClock(100.0)
 
 
 @pytest.fixture
-def ticker() -> Ticker:
-    return Ticker()
-
-
-@pytest.fixture
-def backend(ticker: Ticker) -> Backend:
+def backend(ticker: ManualClock) -> Backend:
     b = Backend(monotonic=ticker)
     b.load_dataset(demo_path())
     return b
@@ -55,7 +46,7 @@ def error_type(response: Response) -> str | None:
     return dict(response.headers).get("x-amzn-ErrorType")
 
 
-def test_quota_is_a_token_bucket_per_operation(backend: Backend, ticker: Ticker) -> None:
+def test_quota_is_a_token_bucket_per_operation(backend: Backend, ticker: ManualClock) -> None:
     backend.set_faults(Faults(quota_per_second=5))
     statuses = [call(backend, "POST", LIST_PATH).status for _ in range(7)]
     assert statuses == [200] * 5 + [429, 429]
