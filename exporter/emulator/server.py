@@ -75,15 +75,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         server = cast(_Server, self.server)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(Response(400, b'{"message":"Bad Content-Length"}'))
+        body = self._read_body()
+        if body is None:
+            self._send(Response(400, b'{"message":"Bad Content-Length or chunked body"}'))
             self.close_connection = True
             return
-        body = self.rfile.read(length) if length else b""
         # Absolute-form targets (proxy requests, RFC 9112 3.2.2) carry scheme and host.
         target = urlsplit(self.path)
         request = Request(
@@ -98,6 +94,25 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = routes.dispatch(server.backend, request)
         self._send(response)
+
+    def _read_body(self) -> bytes | None:
+        """The request body by Content-Length or chunked encoding; None if it is malformed."""
+        try:
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                # Trailer section: header lines up to the blank line that ends the message.
+                while self.rfile.readline().strip():
+                    pass
+                return b"".join(chunks)
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return None
+        if length < 0:
+            return None
+        return self.rfile.read(length) if length else b""
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 

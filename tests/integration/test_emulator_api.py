@@ -301,3 +301,23 @@ def test_stop_is_idempotent_and_closes_keep_alive_connections() -> None:
     conn.close()
     with pytest.raises(OSError):
         raw(server.port, "GET", "/_emulator/health")
+
+
+def test_chunked_request_body(emu: EmulatorServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=10)
+    try:
+        body = iter([b'{"sort": {"sortField": "createdAt",', b' "sortOrder": "ASC"}}'])
+        conn.request(
+            "POST",
+            f"/datastore/{DS}/searchImageSets?maxResults=1",
+            body=body,
+            headers={"Authorization": "AWS4-HMAC-SHA256 Credential=x"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["imageSetsMetadataSummaries"][0]["imageSetId"] == SET
+        conn.request("GET", "/_emulator/health")
+        assert conn.getresponse().status == 200, "the connection is still in step"
+    finally:
+        conn.close()
