@@ -401,10 +401,19 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
     )
 
 
+class _EncryptedKeyError(Exception):
+    """The private key needs a passphrase, which a web config cannot give."""
+
+
+def _refuse_passphrase() -> bytes:
+    """Stand in for OpenSSL's passphrase prompt, which would block a daemon on its terminal."""
+    raise _EncryptedKeyError
+
+
 def _load_chain(context: ssl.SSLContext, tls: TLSConfig) -> None:
     """Load the server certificate and key, from files or inline PEM."""
     if tls.cert is None and tls.key is None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file), _refuse_passphrase)
         return
     # ssl only loads certificates and keys from files: write inline PEM to a private temporary
     # folder (mode 0700, files 0600) that is removed as soon as it is loaded.
@@ -416,7 +425,7 @@ def _load_chain(context: ssl.SSLContext, tls: TLSConfig) -> None:
         if tls.key is not None:
             key_path = Path(tmp) / "key.pem"
             _write_private(key_path, tls.key)
-        context.load_cert_chain(str(cert_path), str(key_path))
+        context.load_cert_chain(str(cert_path), str(key_path), _refuse_passphrase)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -447,6 +456,11 @@ def build_ssl_context(config: WebConfig) -> ssl.SSLContext | None:
             raise _fail(where, "tls_server_config.cipher_suites", "none is available") from exc
     try:
         _load_chain(context, tls)
+    except _EncryptedKeyError:
+        key_field = "key_file" if tls.key is None else "key"
+        raise _fail(
+            where, f"tls_server_config.{key_field}", "the key is encrypted; use an unencrypted key"
+        ) from None
     except (ssl.SSLError, OSError) as exc:
         field_name = "cert_file" if tls.cert is None else "cert"
         reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__

@@ -293,6 +293,21 @@ def test_key_not_matching_certificate(pki: Path) -> None:
         build_ssl_context(load_web_config(path))
 
 
+def test_encrypted_key_is_refused_without_prompting(pki: Path, tmp_path: Path) -> None:
+    _run(
+        "pkey", "-in", str(pki / "server.key"), "-out", "encrypted.key",
+        "-aes256", "-passout", "pass:secret",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "ENCRYPTED" in (tmp_path / "encrypted.key").read_text()
+    shutil.copy(pki / "server.pem", tmp_path / "server.pem")
+    path = write(
+        tmp_path, "tls_server_config:\n  cert_file: server.pem\n  key_file: encrypted.key\n"
+    )
+    with pytest.raises(WebConfigError, match=r"tls_server_config.key_file: the key is encrypted"):
+        build_ssl_context(load_web_config(path))
+
+
 def test_certificate_file_that_is_not_pem(pki: Path, tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     shutil.copy(pki / "server.key", tmp_path / "server.key")
