@@ -8,25 +8,20 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
+from exporter.daemon import Daemon
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.service import ExporterService
 from exporter.store import StoreError
-from exporter.web import WebApp, WebServer
-from exporter.webconfig import BasicAuthChecker, WebConfigError, build_ssl_context, load_web_config
+from exporter.webconfig import WebConfigError
 
 log = logging.getLogger("exporter")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-STOP_GRACE_SECONDS = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,83 +93,25 @@ def run_once(config: Config) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _safe_poll(service: ExporterService) -> None:
-    try:
-        service.poll()
-    except Exception:
-        # A bug in one pass must not stop the schedule; the next pass starts afresh.
-        log.exception("poll cycle crashed; the next one will run on schedule")
-
-
 def run_daemon(
     config: Config,
     reload_config: Callable[[], Config] | None = None,
     enable_lifecycle: bool = False,
-    stop_event: threading.Event | None = None,
     ready: threading.Event | None = None,
 ) -> int:
-    """Serve and poll on schedule until SIGTERM/SIGINT (or stop_event); reload on SIGHUP."""
-    web_config = load_web_config(config.web.config_file)
-    service = ExporterService(config, load_config=reload_config)
-    stop = stop_event or threading.Event()
-    reload_lock = threading.Lock()
-
-    def reload() -> str | None:
-        with reload_lock:
-            error = service.reload()
-        if error is None:
-            _reschedule(scheduler, service.config)
-        return error
-
-    app = WebApp(
-        exposition=service.cache,
-        is_ready=service.is_ready,
-        health=service.health,
-        reload=reload if enable_lifecycle else None,
-        authenticator=BasicAuthChecker(web_config.basic_auth_users),
-    )
-    try:
-        server = WebServer(
-            config.web.host, config.web.port, app, build_ssl_context(web_config)
-        ).start()
-    except OSError as exc:
-        service.close()
-        raise OSError(f"cannot listen on {config.web.listen_address}: {exc.strerror}") from None
-    scheduler = BackgroundScheduler(timezone=UTC)
-    scheduler.add_job(
-        _safe_poll,
-        IntervalTrigger(seconds=config.poll.interval_seconds, timezone=UTC),
-        args=[service],
-        id="poll",
-        max_instances=1,  # polls never overlap
-        coalesce=True,  # a slow cycle delays the next one instead of stacking
-        misfire_grace_time=None,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.start()
-    log.info("listening on %s/metrics", server.url)
-
-    installed = _install_signals(stop, reload)
+    """Serve and poll on schedule until SIGTERM/SIGINT; reload on SIGHUP."""
+    daemon = Daemon(config, reload_config, enable_lifecycle).start()
+    stop = threading.Event()
+    installed = _install_signals(stop, daemon.reload)
     if ready is not None:
         ready.set()
     try:
         while not stop.wait(1.0):
             pass
     finally:
-        log.info("stopping")
-        service.stop()
-        scheduler.shutdown(wait=True)
-        server.stop()
-        service.close()
+        daemon.stop()
         _restore_signals(installed)
-        log.info("stopped")
     return EXIT_OK
-
-
-def _reschedule(scheduler: BackgroundScheduler, config: Config) -> None:
-    scheduler.reschedule_job(
-        "poll", trigger=IntervalTrigger(seconds=config.poll.interval_seconds, timezone=UTC)
-    )
 
 
 def _install_signals(stop: threading.Event, reload: Callable[[], object]) -> dict[int, Any]:

@@ -172,7 +172,8 @@ class _Reader:
 
 
 def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+    name = key if key.isidentifier() else repr(key)
+    return f"{where}.{name}" if where else name
 
 
 def _describe(value: object) -> str:
@@ -244,7 +245,17 @@ def _listen_address(value: object) -> tuple[str, int]:
     return host, int(match["port"])
 
 
-_ID = _string(ID_PATTERN, "32 characters of 0-9 and a-z")
+def _identifier(value: object) -> str:
+    # YAML reads an unquoted all-digit id (such as the AWS docs' example data store) as an
+    # integer; that is fine unless leading zeros were lost, which the length check catches.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValueError(f"must be 32 characters of 0-9 and a-z (quote it), got {_describe(value)}")
+    return value
+
+
+_ID = _identifier
 _REGION = _string(REGION_PATTERN, "an AWS region such as us-east-1")
 _ROLE_ARN = _string(ROLE_ARN_PATTERN, "an IAM role ARN such as arn:aws:iam::123456789012:role/name")
 
@@ -315,14 +326,17 @@ def _image_sets(value: object) -> tuple[str, ...] | Literal["all"]:
         raise ValueError(
             f"must be a non-empty list of image set ids, or all; got {_describe(value)}"
         )
-    bad = [v for v in value if not isinstance(v, str) or not ID_PATTERN.fullmatch(v)]
-    if bad:
-        raise ValueError(
-            f"{_describe(bad[0])} is not an image set id (32 characters of 0-9 and a-z)"
-        )
-    if len(set(value)) != len(value):
+    ids = []
+    for item in value:
+        try:
+            ids.append(_identifier(item))
+        except ValueError:
+            raise ValueError(
+                f"{_describe(item)} is not an image set id (32 characters of 0-9 and a-z)"
+            ) from None
+    if len(set(ids)) != len(ids):
         raise ValueError("lists an image set more than once")
-    return tuple(value)
+    return tuple(ids)
 
 
 def _read_datastores(r: _Reader, raw: object) -> tuple[DatastoreSettings, ...]:

@@ -163,7 +163,13 @@ class Poller:
                 raise ApiError("skipped", "access to the data store was denied")
             if self._stop.is_set() or time.monotonic() > deadline:
                 raise ApiError("timeout", "skipped: the cycle's deadline passed")
-            return api.list_image_set_versions(*key)
+            try:
+                return api.list_image_set_versions(*key)
+            except ApiError as exc:
+                if exc.outcome == "access_denied":
+                    # Here, not in the cycle thread: the next worker must see it at once.
+                    denied.add(key.datastore_id)
+                raise
 
         changed = failed = timed_out = 0
         pool = ThreadPoolExecutor(config.poll.concurrency, thread_name_prefix="poll")
@@ -182,7 +188,7 @@ class Poller:
                     try:
                         outcome = self._handle(key, future.result())
                     except ApiError as exc:
-                        outcome = self._handle_error(key, exc, denied)
+                        outcome = self._handle_error(key, exc)
                     if outcome == "changed":
                         changed += 1
                     elif outcome == "skipped":
@@ -244,7 +250,7 @@ class Poller:
             log.warning("image set %s/%s: %d versions left the list", *key, change.vanished)
         return "changed"
 
-    def _handle_error(self, key: ImageSetKey, exc: ApiError, denied: set[str]) -> str:
+    def _handle_error(self, key: ImageSetKey, exc: ApiError) -> str:
         if exc.outcome == "not_found":
             change = diff_deleted(self._image_sets.get(key), self._clock())
             if change is not None:
@@ -255,7 +261,6 @@ class Poller:
             if key in self._image_sets:  # already recorded as deleted
                 return "deleted"
         if exc.outcome == "access_denied":
-            denied.add(key.datastore_id)
             log.error("data store %s: %s", key.datastore_id, exc)
         elif exc.outcome not in ("skipped", "timeout"):
             log.error("image set %s/%s: %s", *key, exc)

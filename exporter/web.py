@@ -170,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer in 1.0
+            self.request_version = "HTTP/1.0"
         self._send(code, f"{message or 'Bad Request'}\n".encode())
 
 

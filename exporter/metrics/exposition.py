@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
-TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+# Our names are all legacy-valid, so the output is plain 0.0.4, which every scraper understands.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 
 

@@ -1,0 +1,175 @@
+"""The console script as users run it: --once with promtool, --check-config, signals, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.emulator import EmulatorServer
+from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
+
+BIN = Path(sys.executable).parent
+EXPORTER = str(BIN / "healthimaging-exporter")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def require(tool: str) -> str:
+    """Return a tool's path; in CI a missing tool fails the test instead of skipping it."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                f"{tool} is not installed (make test installs it: scripts/install-test-tools)"
+            )
+        pytest.skip(f"{tool} is not installed; run scripts/install-test-tools")
+    return path
+
+
+def write_config(path: Path, emulator: EmulatorServer, **extra: object) -> Path:
+    raw = {
+        "aws": {"endpoint_url": emulator.url},
+        "poll": {"interval_seconds": 1},
+        "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
+        "state": {"path": str(path.parent / "state.db")},
+        "web": {"listen_address": "127.0.0.1:0"},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_once_prints_metrics_that_promtool_accepts(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    promtool = require("promtool")
+    config = write_config(tmp_path / "config.yaml", emulator)
+    run = subprocess.run(
+        [EXPORTER, "--config", str(config), "--once"], capture_output=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"healthimaging_image_set_versions{" in run.stdout
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=run.stdout, capture_output=True, timeout=60
+    )
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()
+    assert check.stdout.strip() == b"" and check.stderr.strip() == b"", "promtool lint findings"
+
+
+def test_once_exits_1_when_the_poll_failed(emulator: EmulatorServer, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        emulator,
+        datastores=[{"datastore_id": DEMO_DATASTORE, "image_sets": ["0" * 32]}],
+    )
+    run = subprocess.run(
+        [EXPORTER, "--config", str(config), "--once"], capture_output=True, timeout=60
+    )
+    assert run.returncode == 1
+    assert b"healthimaging_up{" in run.stdout
+    assert b"Traceback" not in run.stderr
+
+
+def test_check_config_ok_and_bad(emulator: EmulatorServer, tmp_path: Path) -> None:
+    good = write_config(tmp_path / "good.yaml", emulator)
+    run = subprocess.run(
+        [EXPORTER, "--config", str(good), "--check-config"], capture_output=True, timeout=60
+    )
+    assert run.returncode == 0 and b"ok" in run.stdout
+    bad = ROOT / "tests" / "data" / "config" / "negative_interval.yaml"
+    run = subprocess.run(
+        [EXPORTER, "--config", str(bad), "--check-config"], capture_output=True, timeout=60
+    )
+    assert run.returncode == 2
+    lines = run.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "poll.interval_seconds" in lines[0]
+
+
+def test_unwritable_state_is_a_clear_startup_error(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml", emulator, state={"path": str(tmp_path / "missing" / "s.db")}
+    )
+    run = subprocess.run(
+        [EXPORTER, "--config", str(config), "--once"], capture_output=True, timeout=60
+    )
+    assert run.returncode == 1
+    assert run.stderr.decode().strip().count("\n") == 0 and b"does not exist" in run.stderr
+
+
+def test_version_flag() -> None:
+    run = subprocess.run([EXPORTER, "--version"], capture_output=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith(b"healthimaging-exporter ")
+
+
+def _metrics_port(process: subprocess.Popen[bytes], lines: list[str]) -> int:
+    assert process.stderr is not None
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        line = process.stderr.readline().decode()
+        lines.append(line)
+        if "listening on" in line:
+            record = json.loads(line)
+            return int(record["message"].rsplit(":", 1)[1].split("/")[0])
+    raise AssertionError("exporter did not start: " + "".join(lines))
+
+
+def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", emulator)
+    process = subprocess.Popen(
+        [EXPORTER, "--config", str(config), "--log-format", "json", "--log-level", "debug"],
+        stderr=subprocess.PIPE,
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "AKIDCANARY",
+            "AWS_SECRET_ACCESS_KEY": "secret-canary",
+        },
+    )
+    lines: list[str] = []
+    try:
+        port = _metrics_port(process, lines)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while (
+            urllib.request.urlopen(url + "/-/healthy", timeout=5).status != 200
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        config.write_text("poll: {interval_seconds: nope}\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        body = ""
+        while time.monotonic() < deadline:
+            body = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+            if "healthimaging_exporter_config_last_reload_successful 0.0" in body:
+                break
+            time.sleep(0.2)
+        assert "healthimaging_exporter_config_last_reload_successful 0.0" in body
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.stderr is not None
+    lines.extend(process.stderr.read().decode().splitlines())
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert any("config reload failed" in r["message"] for r in records)
+    assert records[-1]["message"] == "stopped"
+    text = "\n".join(lines)
+    # Debug level for us, never for botocore: no signed headers, no bodies, no keys.
+    assert "Authorization" not in text and "AWS4-HMAC-SHA256" not in text
+    assert "AKIDCANARY" not in text and "secret-canary" not in text

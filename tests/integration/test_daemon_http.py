@@ -1,0 +1,161 @@
+"""The daemon over real HTTP: negotiation, gzip, health, readiness, reload, bad requests."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.config import load_config
+from exporter.daemon import Daemon
+from exporter.emulator import EmulatorServer
+from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET, ConfigFactory
+
+DaemonFactory = Callable[..., Daemon]
+
+
+def fetch(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    """Return status, headers and body, whatever the status."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll a condition until it holds or time runs out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def metrics_text(daemon: Daemon) -> str:
+    return fetch(daemon.url + "/metrics")[2].decode()
+
+
+def test_serves_text_openmetrics_and_gzip(
+    make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    daemon = daemon_for(make_config())
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    status, headers, body = fetch(daemon.url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"healthimaging_image_set_versions{" in body
+    assert b"# HELP healthimaging_up " in body
+    # What Prometheus sends: OpenMetrics preferred.
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    status, headers, om = fetch(daemon.url + "/metrics", {"Accept": accept})
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert om.rstrip().endswith(b"# EOF")
+    assert b"# TYPE healthimaging_failed_versions counter" in om
+    status, headers, zipped = fetch(daemon.url + "/metrics", {"Accept-Encoding": "gzip"})
+    assert headers.get("Content-Encoding") == "gzip"
+    assert gzip.decompress(zipped).startswith(b"# HELP")
+
+
+def test_health_ready_landing_and_errors(
+    make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    daemon = daemon_for(make_config())
+    assert fetch(daemon.url + "/-/healthy")[0] == 200
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    status, _, body = fetch(daemon.url + "/")
+    assert status == 200 and b'href="metrics"' in body
+    assert fetch(daemon.url + "/nope")[0] == 404
+    assert fetch(daemon.url + "/-/reload", method="POST")[0] == 403  # lifecycle API off
+    assert fetch(daemon.url + "/metrics", method="DELETE")[0] == 501
+    # A malformed request line gets a plain one-line answer, not a traceback.
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GARBAGE\x00 / HTTP/9.9\r\n\r\n")
+        answer = sock.recv(4096)
+    assert re.match(rb"HTTP/1\.[01] [45]\d\d ", answer), answer
+    assert b"Traceback" not in answer
+
+
+def test_not_ready_before_the_first_poll(
+    emulator: EmulatorServer, make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    emulator.backend.set_faults(emulator.backend.faults.__class__(latency_seconds=1.5))
+    daemon = daemon_for(make_config(poll={"timeout_seconds": 30}))
+    assert fetch(daemon.url + "/-/ready")[0] == 503
+    assert fetch(daemon.url + "/-/healthy")[0] == 200
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+
+
+def test_detects_a_new_failure_on_schedule(
+    emulator: EmulatorServer, make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    daemon = daemon_for(make_config())
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    emulator.backend.add_version(DEMO_DATASTORE, DEMO_IMAGE_SET, "COPY_FAILED")
+    series = (
+        f'healthimaging_failed_versions_total{{datastore_id="{DEMO_DATASTORE}",'
+        f'image_set_id="{DEMO_IMAGE_SET}",workflow_status="COPY_FAILED"}} 1.0'
+    )
+    wait_for(lambda: series in metrics_text(daemon))
+
+
+def test_reload_keeps_old_config_when_new_is_invalid(
+    emulator: EmulatorServer, make_config: ConfigFactory, daemon_for: DaemonFactory, tmp_path: Path
+) -> None:
+    config = make_config()
+    path = tmp_path / "config.yaml"
+    raw = {
+        "aws": {"endpoint_url": emulator.url},
+        "poll": {"interval_seconds": 1},
+        "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
+        "state": {"path": config.state.path},
+        "web": {"listen_address": "127.0.0.1:0"},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    daemon = daemon_for(config, reload_config=lambda: load_config(path), enable_lifecycle=True)
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    path.write_text("poll: {interval_seconds: -1}\n")
+    status, _, body = fetch(daemon.url + "/-/reload", method="POST")
+    assert status == 500 and b"interval_seconds" in body
+    assert "healthimaging_exporter_config_last_reload_successful 0.0" in metrics_text(daemon)
+    assert "healthimaging_image_set_versions{" in metrics_text(daemon)  # still serving
+    other = emulator.backend.create_image_set(DEMO_DATASTORE)
+    raw["datastores"] = [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET, other]}]
+    path.write_text(yaml.safe_dump(raw))
+    assert fetch(daemon.url + "/-/reload", method="POST")[0] == 200
+    assert "healthimaging_exporter_config_last_reload_successful 1.0" in metrics_text(daemon)
+    wait_for(lambda: f'image_set_id="{other}"' in metrics_text(daemon))
+
+
+@pytest.mark.parametrize("per_image_set", ["failures_only", "none"])
+def test_per_image_set_modes_keep_datastore_aggregates(
+    emulator: EmulatorServer,
+    make_config: ConfigFactory,
+    daemon_for: DaemonFactory,
+    per_image_set: str,
+) -> None:
+    healthy = emulator.backend.create_image_set(DEMO_DATASTORE)
+    daemon = daemon_for(
+        make_config([DEMO_IMAGE_SET, healthy], metrics={"per_image_set": per_image_set})
+    )
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    text = metrics_text(daemon)
+    assert f'image_set_id="{healthy}"' not in text
+    assert (
+        f'healthimaging_image_set_versions{{datastore_id="{DEMO_DATASTORE}",image_set_id="{DEMO_IMAGE_SET}"}}'
+        in text
+    ) == (per_image_set == "failures_only")
+    assert f'healthimaging_datastore_image_sets{{datastore_id="{DEMO_DATASTORE}"}} 2.0' in text
