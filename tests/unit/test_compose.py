@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import yaml
 
 from exporter.config import parse_config
@@ -132,28 +131,44 @@ def test_every_bind_mount_exists() -> None:
             assert source.exists(), f"{name}: {source} (for {target}) does not exist"
 
 
-def test_grafana_provisions_the_dashboard_and_the_prometheus_datasource() -> None:
+def _provisioned(folder: Path, key: str) -> list[dict[str, Any]]:
+    """The providers or datasources of every provisioning file in a folder."""
+    return [
+        item
+        for f in sorted(folder.glob("*.y*ml"))
+        for item in (yaml.safe_load(f.read_text()) or {}).get(key, [])
+    ]
+
+
+def test_grafana_provisions_the_dashboard_from_deploy_grafana() -> None:
     mounts = binds("grafana")
     provisioning = ROOT / "deploy/grafana/provisioning"
-    assert mounts["/etc/grafana/provisioning"] == (provisioning, "ro")
-    dashboard_targets = {t for t, (s, _) in mounts.items() if s.suffix == ".json"}
-    assert dashboard_targets, "the dashboard JSON is not mounted"
-    providers = [
-        p
-        for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
-        for p in (yaml.safe_load(f.read_text()) or {}).get("providers", [])
+    assert mounts["/etc/grafana/provisioning/dashboards"] == (provisioning / "dashboards", "ro")
+    providers = _provisioned(provisioning / "dashboards", "providers")
+    assert providers, "deploy/grafana/provisioning/dashboards has no dashboard provider"
+    folders = {Path(p["options"]["path"]) for p in providers}
+    dashboards = [
+        Path(t) for t, (s, _) in mounts.items() if s == ROOT / "deploy/grafana/dashboard.json"
     ]
-    if not providers:
-        pytest.fail("deploy/grafana/provisioning/dashboards has no dashboard provider")
-    folders = {p["options"]["path"].rstrip("/") for p in providers}
-    assert any(str(Path(t).parent) in folders or t in folders for t in dashboard_targets), folders
-    datasources = [
-        d
-        for f in sorted((provisioning / "datasources").glob("*.y*ml"))
-        for d in (yaml.safe_load(f.read_text()) or {}).get("datasources", [])
-    ]
-    urls = {d.get("url") for d in datasources if d.get("type") == "prometheus"}
-    assert "http://prometheus:9090" in urls, urls
+    assert len(dashboards) == 1, "deploy/grafana/dashboard.json is not mounted"
+    assert dashboards[0].parent in folders, (dashboards, folders)
+
+
+def test_grafana_datasource_is_the_compose_prometheus_with_the_dashboards_uid() -> None:
+    mounts = binds("grafana")
+    folder, options = mounts["/etc/grafana/provisioning/datasources"]
+    assert options == "ro"
+    (compose_ds,) = _provisioned(folder, "datasources")
+    assert compose_ds["type"] == "prometheus"
+    assert compose_ds["url"] == "http://prometheus:9090"
+    assert (
+        compose_ds["jsonData"]["timeInterval"] == prometheus_config()["global"]["scrape_interval"]
+    )
+    shipped = _provisioned(ROOT / "deploy/grafana/provisioning/datasources", "datasources")
+    shipped_prometheus = [d for d in shipped if d.get("type") == "prometheus"]
+    assert shipped_prometheus, "deploy/grafana provisions no Prometheus data source"
+    assert compose_ds["uid"] == shipped_prometheus[0]["uid"]
+    assert compose_ds["name"] == shipped_prometheus[0]["name"]
 
 
 def test_containers_are_hardened_and_ports_local() -> None:
