@@ -317,7 +317,7 @@ class ClientFactory:
             region_name=region,
             connect_timeout=s.connect_timeout_seconds,
             read_timeout=s.read_timeout_seconds,
-            retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},
+            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
             max_pool_connections=self._pool_size,
             # An explicit endpoint (the emulator, a VPC endpoint) is used as given.
             inject_host_prefix=s.endpoint_url is None,
