@@ -17,7 +17,7 @@ from exporter.daemon import Daemon
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.service import ExporterService
 from exporter.store import StoreError
-from exporter.webconfig import WebConfigError
+from exporter.webconfig import WebConfigError, build_ssl_context, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -70,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"healthimaging-exporter: invalid config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
+        try:
+            build_ssl_context(load_web_config(config.web.config_file))
+        except WebConfigError as exc:
+            print(f"healthimaging-exporter: invalid web config: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"{args.config}: ok ({len(config.datastores)} data stores)")
         return EXIT_OK
     try:

@@ -36,6 +36,7 @@ class Daemon:
         enable_lifecycle: bool = False,
     ) -> None:
         web_config = load_web_config(config.web.config_file)
+        ssl_context = build_ssl_context(web_config)  # before opening anything: may raise
         self.service = ExporterService(config, load_config=reload_config)
         self._reload_lock = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -45,11 +46,10 @@ class Daemon:
             health=self.service.health,
             reload=self.reload if enable_lifecycle else None,
             authenticator=BasicAuthChecker(web_config.basic_auth_users),
+            headers=dict(web_config.headers),
         )
         try:
-            self._server = WebServer(
-                config.web.host, config.web.port, app, build_ssl_context(web_config)
-            )
+            self._server = WebServer(config.web.host, config.web.port, app, ssl_context)
         except OSError as exc:
             self.service.close()
             raise OSError(f"cannot listen on {config.web.listen_address}: {exc.strerror}") from None

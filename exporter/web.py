@@ -7,8 +7,8 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ class WebApp:
     health: Callable[[], str | None]  # None when healthy, else why it is degraded
     reload: Callable[[], str | None] | None = None  # None: /-/reload is off; returns an error
     authenticator: Authenticator | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # from the web config
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -62,6 +63,8 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
             return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
     return False
 
+
+PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
 LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>HealthImaging exporter</title></head>
@@ -90,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        for name, value in {**self.server.app.headers, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -99,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         auth = self.server.app.authenticator
         if auth is None or not auth.enabled():
+            return True
+        # Liveness and readiness reveal nothing, and kubelet probes cannot send credentials.
+        if self.command in ("GET", "HEAD") and self.path.split("?", 1)[0] in PROBE_PATHS:
             return True
         if auth.check(self.headers.get("Authorization")):
             return True

@@ -159,3 +159,33 @@ def test_per_image_set_modes_keep_datastore_aggregates(
         in text
     ) == (per_image_set == "failures_only")
     assert f'healthimaging_datastore_image_sets{{datastore_id="{DEMO_DATASTORE}"}} 2.0' in text
+
+
+def test_basic_auth_guards_metrics_but_not_probes_and_headers_are_sent(
+    make_config: ConfigFactory, daemon_for: DaemonFactory, tmp_path: Path
+) -> None:
+    import base64
+
+    import bcrypt
+
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web_config.write_text(
+        yaml.safe_dump(
+            {
+                "basic_auth_users": {"prometheus": hashed},
+                "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
+            }
+        )
+    )
+    daemon = daemon_for(make_config(web={"config_file": str(web_config)}))
+    status, headers, _ = fetch(daemon.url + "/metrics")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    wrong = base64.b64encode(b"prometheus:nope").decode()
+    assert fetch(daemon.url + "/metrics", {"Authorization": f"Basic {wrong}"})[0] == 401
+    right = base64.b64encode(b"prometheus:s3cret").decode()
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)  # probes need no credentials
+    status, headers, body = fetch(daemon.url + "/metrics", {"Authorization": f"Basic {right}"})
+    assert status == 200 and b"healthimaging_up" in body
+    assert headers["X-Frame-Options"] == "deny"
+    assert fetch(daemon.url + "/-/healthy")[0] == 200
