@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -420,3 +421,61 @@ class WebhookReceiver:
     ) -> None:
         """Stop serving."""
         self.stop()
+
+
+def find_exporter() -> str:
+    """The healthimaging-exporter console script of this interpreter's environment, or on PATH."""
+    beside = Path(sys.executable).parent / "healthimaging-exporter"
+    if beside.exists():
+        return str(beside)
+    return find_binary("healthimaging-exporter")
+
+
+class ExporterProcess(_ServerProcess):
+    """The real healthimaging-exporter as a subprocess with a config file and its own state."""
+
+    name = "exporter"
+
+    def __init__(self, config: Mapping[str, Any], binary: str | None = None) -> None:
+        """Config is the exporter's YAML mapping; web.listen_address and state.path are set here."""
+        super().__init__(binary or find_exporter(), {}, {})
+        full = dict(config)
+        full["web"] = {**dict(config.get("web", {})), "listen_address": self.address}
+        full["state"] = {**dict(config.get("state", {})), "path": str(self.dir / "state.db")}
+        self.config_path.write_text(yaml.safe_dump(full, sort_keys=False))
+
+    def argv(self) -> list[str]:
+        """Exporter command line."""
+        return [self.binary, "--config", str(self.config_path)]
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start with dummy AWS credentials and wait until /metrics answers."""
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self.argv(), cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        process = self._process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"exporter exited with {process.returncode}:\n{self.log()}")
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
+                return bool(response.status == 200)
+
+        try:
+            wait_until(ready, timeout, what=f"exporter /metrics on {self.address}")
+        except TimeoutError as error:
+            self.stop()
+            raise TimeoutError(f"{error}; log:\n{self.log()[-4000:]}") from None
+
+    def metrics(self) -> str:
+        """The current /metrics page."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+            return text
