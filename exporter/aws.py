@@ -57,6 +57,19 @@ _DENIED_CODES = frozenset(
 )
 
 
+# botocore logs whole request and response bodies at DEBUG: search results carry patient data
+# and requests carry signed headers. Whoever configures logging, these stay at WARNING.
+PAYLOAD_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+def silence_payload_logging() -> None:
+    """Keep the AWS SDK's loggers, which log payloads at DEBUG, at WARNING or above."""
+    for name in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING or logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 class ApiError(Exception):
     """A HealthImaging call failed; `outcome` is one of OUTCOMES, the message one line."""
 
@@ -222,36 +235,49 @@ class HealthImagingApi:
         versions.sort(key=lambda v: v.version_id, reverse=True)
         return tuple(versions)
 
+    def search_page(
+        self, datastore_id: str, since: float, until: float, token: str | None = None
+    ) -> tuple[list[ImageSetSummary], str | None]:
+        """Return one page of image sets updated in [since, until], oldest first, and its token."""
+        # botocore sends these timestamps as whole seconds: round the window outward, or
+        # whatever changed in the current second would be missed.
+        since, until = math.floor(since), math.ceil(until)
+        params: dict[str, Any] = {
+            "datastoreId": datastore_id,
+            "maxResults": 50,
+            "searchCriteria": {
+                "filters": [
+                    {
+                        "values": [{"updatedAt": since}, {"updatedAt": until}],
+                        "operator": "BETWEEN",
+                    }
+                ],
+                "sort": {"sortField": "updatedAt", "sortOrder": "ASC"},
+            },
+        }
+        if token:
+            params["nextToken"] = token
+        page = self._call("SearchImageSets", **params)
+        items = page["imageSetsMetadataSummaries"]
+        if not isinstance(items, list):
+            raise ApiError("malformed_response", "SearchImageSets: results are not a list")
+        next_token = page.get("nextToken")
+        return [_summary(item) for item in items], next_token if next_token else None
+
     def search_updated(
         self, datastore_id: str, since: float, until: float
     ) -> Iterator[ImageSetSummary]:
         """Yield image sets whose updatedAt lies in [since, until], oldest update first."""
         token: str | None = None
+        seen: set[str] = set()
         while True:
-            params: dict[str, Any] = {
-                "datastoreId": datastore_id,
-                "maxResults": 50,
-                "searchCriteria": {
-                    "filters": [
-                        {
-                            "values": [{"updatedAt": since}, {"updatedAt": until}],
-                            "operator": "BETWEEN",
-                        }
-                    ],
-                    "sort": {"sortField": "updatedAt", "sortOrder": "ASC"},
-                },
-            }
-            if token:
-                params["nextToken"] = token
-            page = self._call("SearchImageSets", **params)
-            items = page["imageSetsMetadataSummaries"]
-            if not isinstance(items, list):
-                raise ApiError("malformed_response", "SearchImageSets: results are not a list")
-            for item in items:
-                yield _summary(item)
-            token = page.get("nextToken")
-            if not token:
+            page, token = self.search_page(datastore_id, since, until, token)
+            yield from page
+            if token is None:
                 return
+            if token in seen:
+                raise ApiError("malformed_response", "SearchImageSets: nextToken repeats")
+            seen.add(token)
 
     def get_datastore_status(self, datastore_id: str) -> str:
         """Return a data store's status (ACTIVE, DELETED, ...)."""
@@ -273,6 +299,7 @@ class ClientFactory:
     def __init__(
         self, settings: AwsSettings, observer: AttemptObserver | None, pool_size: int
     ) -> None:
+        silence_payload_logging()
         self._settings = settings
         self._observer = observer
         self._pool_size = pool_size

@@ -75,6 +75,18 @@ class DatastoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """How `image_sets: all` finds changes."""
+
+    # Each search re-covers this much time before the cursor: clock skew and index lag.
+    overlap_seconds: float = 300.0
+    # A full re-listing of every tracked image set is spread over this period.
+    reconcile_seconds: float = 86_400.0
+    # Explicit lists longer than this use search-based change detection too.
+    list_threshold: int = 500
+
+
+@dataclass(frozen=True, slots=True)
 class StateSettings:
     """Where the snapshot store lives."""
 
@@ -118,6 +130,7 @@ class Config:
     state: StateSettings = field(default_factory=StateSettings)
     web: WebSettings = field(default_factory=WebSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     shard: int = 0
     total_shards: int = 1
 
@@ -368,13 +381,29 @@ def _read_datastores(r: _Reader, raw: object) -> tuple[DatastoreSettings, ...]:
 def parse_config(data: object, source: str = "config") -> Config:
     """Validate parsed YAML; raise ConfigError naming every bad field in one line."""
     r = _Reader()
-    top_keys = ("aws", "poll", "datastores", "state", "web", "metrics", "shard", "total_shards")
+    top_keys = (
+        "aws",
+        "poll",
+        "datastores",
+        "state",
+        "web",
+        "metrics",
+        "discovery",
+        "shard",
+        "total_shards",
+    )
     top = r.mapping(data, "", top_keys)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: must be a YAML mapping with a datastores list")
     state = r.mapping(top.get("state"), "state", ("path",))
     web = r.mapping(top.get("web"), "web", ("listen_address", "config_file"))
     metrics = r.mapping(top.get("metrics"), "metrics", ("per_image_set",))
+    discovery = r.mapping(
+        top.get("discovery"),
+        "discovery",
+        ("overlap_seconds", "reconcile_seconds", "list_threshold"),
+    )
+    d = DiscoverySettings()
     host, port = r.get(web, "web", "listen_address", _listen_address, ("127.0.0.1", 9890))
     mode = r.get(metrics, "metrics", "per_image_set", _choice(PER_IMAGE_SET_MODES), None)
     shard = r.get(top, "", "shard", _integer(0), 0)
@@ -389,6 +418,21 @@ def parse_config(data: object, source: str = "config") -> Config:
             host=host, port=port, config_file=r.get(web, "web", "config_file", _string(), None)
         ),
         metrics=MetricsSettings(per_image_set=_as_mode(mode)),
+        discovery=DiscoverySettings(
+            overlap_seconds=r.get(
+                discovery, "discovery", "overlap_seconds", _number(0, 86_400), d.overlap_seconds
+            ),
+            reconcile_seconds=r.get(
+                discovery,
+                "discovery",
+                "reconcile_seconds",
+                _number(60, 90 * 86_400),
+                d.reconcile_seconds,
+            ),
+            list_threshold=r.get(
+                discovery, "discovery", "list_threshold", _integer(1), d.list_threshold
+            ),
+        ),
         shard=shard,
         total_shards=total_shards,
     )

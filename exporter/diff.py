@@ -69,7 +69,7 @@ def diff_versions(
     listed_before = {v.version_id for v in previous.versions}
     removed = tuple(v for v_id, v in sorted(known.items(), reverse=True) if v_id not in current_ids)
     return ImageSetChange(
-        snapshot=ImageSetSnapshot(key, current, removed),
+        snapshot=ImageSetSnapshot(key, current, removed, seen_updated_at=previous.seen_updated_at),
         increments=increments,
         failed=tuple(failed),
         vanished=len(listed_before - current_ids),
@@ -87,7 +87,11 @@ def diff_deleted(previous: ImageSetSnapshot | None, deleted_at: float) -> ImageS
     if previous is None or previous.is_deleted:
         return None
     tombstone = ImageSetSnapshot(
-        previous.key, (), previous.removed + previous.versions, deleted_at=deleted_at
+        previous.key,
+        (),
+        previous.removed + previous.versions,
+        deleted_at=deleted_at,
+        seen_updated_at=previous.seen_updated_at,
     )
     return ImageSetChange(
         snapshot=tombstone,

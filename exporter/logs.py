@@ -8,11 +8,12 @@ import sys
 import time
 from typing import TextIO
 
+from exporter.aws import silence_payload_logging
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("plain", "json")
-# botocore logs whole request and response bodies at DEBUG (search results carry patient
-# data, requests carry signed headers); these stay at WARNING whatever --log-level says.
-QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "apscheduler")
+# APScheduler logs every run at INFO; the AWS SDK's loggers are kept quiet by the aws module.
+QUIET_LOGGERS = ("apscheduler",)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -61,3 +62,4 @@ def configure_logging(
     root.setLevel(level.upper())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    silence_payload_logging()

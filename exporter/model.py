@@ -41,6 +41,8 @@ class ImageSetSnapshot:
     # does not count the same version twice.
     removed: tuple[Version, ...] = ()
     deleted_at: float | None = None  # set once the image set itself is gone
+    # The image set's updatedAt as SearchImageSets last reported it (change detection).
+    seen_updated_at: float | None = None
 
     @property
     def latest(self) -> Version | None:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from exporter.aws import ApiError, ClientFactory, HealthImagingApi
 from exporter.config import Config, DatastoreSettings
 from exporter.diff import ImageSetChange, diff_deleted, diff_versions
+from exporter.discovery import Backfill, ListingHint, needs_listing, reconcile_batch
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, Version
@@ -65,6 +66,10 @@ class Poller:
         self._clock = clock
         self._stop = threading.Event()
         self._cycle_lock = threading.Lock()
+        # Guards the in-memory state, which the backfill threads write too.
+        self._lock = threading.RLock()
+        self._backfills: dict[str, Backfill] = {}
+        self._reconcile_position: dict[str, int] = {}
         stored = store.load()
         self._image_sets: dict[ImageSetKey, ImageSetSnapshot] = stored.image_sets
         self._counters: dict[CounterKey, float] = stored.counters
@@ -85,29 +90,39 @@ class Poller:
             self._config = config
             self._clients = clients
             self._up = {ds: up for ds, up in self._up.items() if ds in self._datastore_ids()}
+            for ds_id in list(self._backfills):
+                # Restarted with the new clients (region, role, budget) on the next cycle.
+                self._backfills.pop(ds_id).stop()
             self._forget_unconfigured()
         self.publish_view()
 
     def request_stop(self) -> None:
-        """Ask a running cycle to stop after what it is applying; nothing half-written."""
+        """Ask a running cycle and the backfills to stop; nothing is left half-written."""
         self._stop.set()
+        for backfill in list(self._backfills.values()):
+            backfill.stop()
 
     def _datastore_ids(self) -> set[str]:
         return {ds.datastore_id for ds in self._config.datastores}
 
-    def _targets(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
-        if datastore.discovers_all:
-            return [
-                key
-                for key, snap in self._image_sets.items()
-                if key.datastore_id == datastore.datastore_id and not snap.is_deleted
-            ]
+    def _in_shard(self, image_set_id: str) -> bool:
         total = self._config.total_shards
+        return total == 1 or shard_of(image_set_id, total) == self._config.shard
+
+    def _listed_targets(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
+        if datastore.discovers_all:
+            return []
         return [
             ImageSetKey(datastore.datastore_id, image_set_id)
             for image_set_id in datastore.image_sets
-            if total == 1 or shard_of(image_set_id, total) == self._config.shard
+            if self._in_shard(image_set_id)
         ]
+
+    def _uses_search(self, datastore: DatastoreSettings) -> bool:
+        """Whole data stores, and lists long enough that searching for changes pays."""
+        if datastore.discovers_all:
+            return True
+        return len(datastore.image_sets) > self._config.discovery.list_threshold
 
     def _forget_unconfigured(self) -> None:
         wanted: set[ImageSetKey] = set()
@@ -116,9 +131,12 @@ class Poller:
             if ds.discovers_all:
                 discovering.add(ds.datastore_id)
             else:
-                wanted.update(self._targets(ds))
+                wanted.update(self._listed_targets(ds))
         stale = [
-            k for k in self._image_sets if k not in wanted and k.datastore_id not in discovering
+            k
+            for k in self._image_sets
+            if k not in wanted
+            and not (k.datastore_id in discovering and self._in_shard(k.image_set_id))
         ]
         if not stale:
             return
@@ -153,10 +171,21 @@ class Poller:
         deadline = started + config.poll.deadline_seconds
         errors: dict[str, Counter[str]] = {ds.datastore_id: Counter() for ds in config.datastores}
         denied: set[str] = set()
-        jobs: list[tuple[ImageSetKey, HealthImagingApi]] = []
+        jobs: dict[ImageSetKey, tuple[HealthImagingApi, ListingHint | None]] = {}
+        cursors: dict[str, float] = {}
         for ds in config.datastores:
             api = self._clients.for_datastore(ds)
-            jobs.extend((key, api) for key in self._targets(ds))
+            if not self._uses_search(ds):
+                jobs.update((key, (api, None)) for key in self._listed_targets(ds))
+                continue
+            try:
+                found, cursors[ds.datastore_id] = self._search_changes(ds, api)
+            except ApiError as exc:
+                errors[ds.datastore_id][exc.outcome] += 1
+                log.error("data store %s: change detection failed: %s", ds.datastore_id, exc)
+                found = {}
+            jobs.update((key, (api, hint)) for key, hint in found.items())
+            jobs.update((key, (api, None)) for key in self._reconcile(ds) if key not in jobs)
 
         def fetch(key: ImageSetKey, api: HealthImagingApi) -> tuple[Version, ...]:
             if key.datastore_id in denied:
@@ -175,8 +204,9 @@ class Poller:
         pool = ThreadPoolExecutor(config.poll.concurrency, thread_name_prefix="poll")
         try:
             pending: dict[Future[tuple[Version, ...]], ImageSetKey] = {
-                pool.submit(fetch, key, api): key for key, api in jobs
+                pool.submit(fetch, key, api): key for key, (api, _) in jobs.items()
             }
+            unfinished: set[ImageSetKey] = set(jobs)
             while pending and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -186,9 +216,11 @@ class Poller:
                 for future in done:
                     key = pending.pop(future)
                     try:
-                        outcome = self._handle(key, future.result())
+                        outcome = self._handle(key, future.result(), jobs[key][1])
                     except ApiError as exc:
                         outcome = self._handle_error(key, exc)
+                    if outcome in ("changed", "unchanged", "deleted"):
+                        unfinished.discard(key)
                     if outcome == "changed":
                         changed += 1
                     elif outcome == "skipped":
@@ -208,6 +240,10 @@ class Poller:
         finally:
             # Stuck calls end at their read timeout; their results are never applied.
             pool.shutdown(wait=False, cancel_futures=True)
+        self._advance_cursors(cursors, {k: jobs[k][1] for k in unfinished})
+        for ds in config.datastores:
+            if ds.discovers_all:
+                self._ensure_backfill(ds)
         now = self._clock()
         for ds_id, reasons in errors.items():
             for reason, count in reasons.items():
@@ -215,9 +251,7 @@ class Poller:
             up = not reasons
             self._up[ds_id] = up
             if up:
-                self._save_record(
-                    replace(self._records.get(ds_id, DatastoreRecord(ds_id)), last_success=now)
-                )
+                self._save_record(replace(self._record(ds_id), last_success=now))
         duration = time.monotonic() - started
         log.info(
             "poll finished: %d image sets, %d changed, %d failed, %d timed out in %.2fs",
@@ -229,9 +263,24 @@ class Poller:
         )
         return CycleResult(len(jobs), failed, timed_out, changed, duration)
 
-    def _handle(self, key: ImageSetKey, versions: tuple[Version, ...]) -> str:
+    def _handle(
+        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint | None
+    ) -> str:
+        with self._lock:
+            return self._handle_locked(key, versions, hint)
+
+    def _handle_locked(
+        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint | None
+    ) -> str:
         previous = self._image_sets.get(key)
+        if previous is None and self._created_while_watched(key, hint):
+            # A new image set, not an old one met late: its whole history is news.
+            previous = ImageSetSnapshot(key, ())
         change = diff_versions(key, previous, versions)
+        if hint is not None and hint.updated_at is not None:
+            change = replace(
+                change, snapshot=replace(change.snapshot, seen_updated_at=hint.updated_at)
+            )
         if previous is not None and change.snapshot == previous:
             return "unchanged"
         if not self._apply(change, drop_counters=False):
@@ -251,6 +300,10 @@ class Poller:
         return "changed"
 
     def _handle_error(self, key: ImageSetKey, exc: ApiError) -> str:
+        with self._lock:
+            return self._handle_error_locked(key, exc)
+
+    def _handle_error_locked(self, key: ImageSetKey, exc: ApiError) -> str:
         if exc.outcome == "not_found":
             change = diff_deleted(self._image_sets.get(key), self._clock())
             if change is not None:
@@ -292,6 +345,120 @@ class Poller:
             self._counters[counter] = self._counters.get(counter, 0.0) + amount
         return True
 
+    def _record(self, datastore_id: str) -> DatastoreRecord:
+        return self._records.get(datastore_id, DatastoreRecord(datastore_id))
+
+    def _created_while_watched(self, key: ImageSetKey, hint: ListingHint | None) -> bool:
+        started = self._record(key.datastore_id).discovery_started
+        return (
+            hint is not None
+            and hint.created_at is not None
+            and started is not None
+            and hint.created_at >= started
+        )
+
+    def _search_changes(
+        self, datastore: DatastoreSettings, api: HealthImagingApi
+    ) -> tuple[dict[ImageSetKey, ListingHint], float]:
+        """Return image sets updated since the cursor that the snapshot lags, and the new cursor."""
+        ds_id = datastore.datastore_id
+        record = self._record(ds_id)
+        now = self._clock()
+        found: dict[ImageSetKey, ListingHint] = {}
+        if record.discovery_started is None:
+            # First sight of the data store: from now on changes are searched for; what
+            # came before is listed by the backfill (or, for a list, by this first cycle).
+            self._save_record(replace(record, discovery_started=now, cursor=now))
+        else:
+            since = record.cursor if record.cursor is not None else now
+            since -= self._config.discovery.overlap_seconds
+            allowed = None if datastore.discovers_all else set(datastore.image_sets)
+            for summary in api.search_updated(ds_id, since, now):
+                if allowed is not None and summary.image_set_id not in allowed:
+                    continue
+                if not self._in_shard(summary.image_set_id):
+                    continue
+                key = ImageSetKey(ds_id, summary.image_set_id)
+                with self._lock:
+                    snapshot = self._image_sets.get(key)
+                if needs_listing(snapshot, summary):
+                    found[key] = ListingHint(summary.updated_at, summary.created_at)
+        if not datastore.discovers_all:
+            with self._lock:
+                missing = [k for k in self._listed_targets(datastore) if k not in self._image_sets]
+            found.update((key, ListingHint()) for key in missing if key not in found)
+        return found, now
+
+    def _advance_cursors(
+        self, cursors: dict[str, float], unfinished: dict[ImageSetKey, ListingHint | None]
+    ) -> None:
+        """Move each cursor to its search's end, or back to the oldest change not yet listed."""
+        for ds_id, until in cursors.items():
+            behind = [
+                hint.updated_at
+                for key, hint in unfinished.items()
+                if key.datastore_id == ds_id and hint is not None and hint.updated_at is not None
+            ]
+            cursor = min([until, *behind])
+            record = self._record(ds_id)
+            if record.cursor != cursor:
+                self._save_record(replace(record, cursor=cursor))
+
+    def _reconcile(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
+        """Pick this cycle's share of the periodic full re-listing."""
+        ds_id = datastore.datastore_id
+        if datastore.discovers_all and not self._record(ds_id).backfill_complete:
+            return []
+        with self._lock:
+            keys = sorted(k for k, snap in self._image_sets.items() if k.datastore_id == ds_id)
+        batch, self._reconcile_position[ds_id] = reconcile_batch(
+            keys,
+            self._reconcile_position.get(ds_id, 0),
+            self._config.poll.interval_seconds,
+            self._config.discovery.reconcile_seconds,
+        )
+        return batch
+
+    def _ensure_backfill(self, datastore: DatastoreSettings) -> None:
+        ds_id = datastore.datastore_id
+        record = self._record(ds_id)
+        running = self._backfills.get(ds_id)
+        if record.backfill_complete or record.discovery_started is None or self._stop.is_set():
+            return
+        if running is not None and running.running:
+            return
+        self._backfills[ds_id] = Backfill(
+            ds_id,
+            self._clients.for_datastore(datastore),
+            self,
+            until=record.discovery_started,
+            token=record.backfill_token,
+            listed=record.backfill_listed,
+            concurrency=self._config.poll.concurrency,
+            in_shard=self._in_shard,
+        ).start()
+
+    def is_known(self, key: ImageSetKey) -> bool:
+        """Tell whether an image set has a snapshot (the backfill skips those)."""
+        with self._lock:
+            return key in self._image_sets
+
+    def apply_listing(
+        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint
+    ) -> None:
+        """Diff and persist a listing made outside a cycle (the backfill)."""
+        self._handle(key, versions, hint)
+
+    def save_backfill(self, datastore_id: str, token: str | None, listed: int, done: bool) -> None:
+        """Persist the backfill's progress."""
+        with self._lock:
+            record = self._record(datastore_id)
+            self._save_record(
+                replace(
+                    record, backfill_token=token, backfill_listed=listed, backfill_complete=done
+                )
+            )
+
     def _save_record(self, record: DatastoreRecord) -> None:
         try:
             self._store.save_datastore(record)
@@ -307,6 +474,10 @@ class Poller:
 
     def view(self) -> FleetView:
         """Build an immutable view of the current state for rendering."""
+        with self._lock:
+            return self._view_locked()
+
+    def _view_locked(self) -> FleetView:
         config = self._config
         datastores = {}
         for ds in config.datastores:

@@ -31,6 +31,7 @@ class DatastoreRecord:
     backfill_token: str | None = None  # where the inventory listing stopped
     backfill_complete: bool = False
     backfill_listed: int = 0
+    discovery_started: float | None = None  # image sets created after this count in full
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +83,13 @@ def _float_or_none(value: object) -> float | None:
 
 def encode_snapshot(snapshot: ImageSetSnapshot) -> str:
     """Serialise a snapshot's version lists as compact JSON."""
-    return json.dumps(
-        {"v": _encode_versions(snapshot.versions), "r": _encode_versions(snapshot.removed)},
-        separators=(",", ":"),
-    )
+    data: dict[str, object] = {
+        "v": _encode_versions(snapshot.versions),
+        "r": _encode_versions(snapshot.removed),
+    }
+    if snapshot.seen_updated_at is not None:
+        data["u"] = snapshot.seen_updated_at
+    return json.dumps(data, separators=(",", ":"))
 
 
 def decode_snapshot(
@@ -100,6 +104,7 @@ def decode_snapshot(
         _decode_versions(data["v"], intern),
         _decode_versions(data["r"], intern),
         deleted_at,
+        _float_or_none(data.get("u")),
     )
 
 
@@ -129,6 +134,9 @@ MIGRATIONS: tuple[str, ...] = (
         backfill_complete INTEGER NOT NULL DEFAULT 0,
         backfill_listed INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
+    """,
+    """
+    ALTER TABLE datastores ADD COLUMN discovery_started REAL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -213,10 +221,11 @@ class SnapshotStore:
                     backfill_token=row[3],
                     backfill_complete=bool(row[4]),
                     backfill_listed=int(row[5]),
+                    discovery_started=row[6],
                 )
                 for row in self._db.execute(
                     "SELECT datastore_id, last_success, cursor, backfill_token, "
-                    "backfill_complete, backfill_listed FROM datastores"
+                    "backfill_complete, backfill_listed, discovery_started FROM datastores"
                 )
             }
         except sqlite3.DatabaseError as exc:
@@ -277,7 +286,9 @@ class SnapshotStore:
         try:
             with self._transaction():
                 self._db.execute(
-                    "INSERT OR REPLACE INTO datastores VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO datastores (datastore_id, last_success, cursor, "
+                    "backfill_token, backfill_complete, backfill_listed, discovery_started) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.datastore_id,
                         record.last_success,
@@ -285,6 +296,7 @@ class SnapshotStore:
                         record.backfill_token,
                         int(record.backfill_complete),
                         record.backfill_listed,
+                        record.discovery_started,
                     ),
                 )
         except sqlite3.DatabaseError as exc:
