@@ -247,3 +247,35 @@ def test_patient_data_never_reaches_metrics_logs_or_state(
         assert canary not in logs
         for blob in (exposition.text, exposition.openmetrics, state):
             assert canary.encode() not in blob
+
+
+def test_long_explicit_lists_use_change_detection(
+    emulator: EmulatorServer,
+    make_config: ConfigFactory,
+    service_for: ServiceFactory,
+    fleet: tuple[str, list[str]],
+) -> None:
+    datastore, ids = fleet
+    chosen = ids[:10]
+    config = make_config(
+        chosen,
+        datastore_id=datastore,
+        discovery={"list_threshold": 5, "reconcile_seconds": 86400},
+    )
+    service = service_for(config)
+    emulator.backend.reset_request_counts()
+    assert service.poll().ok  # the first cycle lists every configured image set: the baseline
+    assert emulator.backend.request_counts().get("ListImageSetVersions") == 10
+    emulator.backend.add_version(datastore, chosen[3], "COPY_FAILED")
+    emulator.backend.add_version(datastore, ids[50], "COPY_FAILED")  # not configured
+    emulator.backend.reset_request_counts()
+    assert service.poll().ok
+    # The changed one, plus at most one for this cycle's share of the reconciliation.
+    assert emulator.backend.request_counts().get("ListImageSetVersions") in (1, 2)
+    s = samples_of(service)
+    labels = {"datastore_id": datastore, "image_set_id": chosen[3]}
+    assert (
+        value(s, "healthimaging_failed_versions_total", **labels, workflow_status="COPY_FAILED")
+        == 1
+    )
+    assert value(s, "healthimaging_datastore_image_sets", datastore_id=datastore) == 10
