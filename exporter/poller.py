@@ -253,7 +253,9 @@ class Poller:
             if up:
                 self._save_record(replace(self._record(ds_id), last_success=now))
         duration = time.monotonic() - started
-        log.info(
+        # A quiet cycle is not news at the default level; changes and failures are.
+        log.log(
+            logging.INFO if changed or failed or timed_out else logging.DEBUG,
             "poll finished: %d image sets, %d changed, %d failed, %d timed out in %.2fs",
             len(jobs),
             changed,
@@ -286,7 +288,7 @@ class Poller:
         if not self._apply(change, drop_counters=False):
             return "state_error"
         if change.baseline:
-            log.info("image set %s/%s: baseline of %d versions", *key, len(versions))
+            log.debug("image set %s/%s: baseline of %d versions", *key, len(versions))
         for version in change.failed:
             log.warning(
                 "image set %s/%s: version %d is %s: %s",
