@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -330,8 +331,19 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if exc_type is None:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()  # a failed COMMIT must not leave the transaction open
+                    raise
             else:
-                self._db.execute("ROLLBACK")
+                self._rollback()
         finally:
             self._lock.release()
+
+    def _rollback(self) -> None:
+        # SQLITE_FULL, SQLITE_IOERR and the like may have rolled back already; a second
+        # ROLLBACK would fail and replace the error that explains what went wrong.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db.execute("ROLLBACK")
