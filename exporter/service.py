@@ -48,11 +48,9 @@ class ExporterService:
         self.metrics = ExporterMetrics(self.registry)
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
-        self._view = FleetView()
+        self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
         self.store = SnapshotStore(config.state.path)
         self._budget = budget_for(config)
-        for collector in (ImageSetCollector, EventCollector, DatastoreCollector):
-            self.registry.register(collector(lambda: self._view))
         self._note_config(config)
         self.poller = Poller(
             config, self._clients(config), self.store, self.metrics, self._publish, clock
@@ -72,9 +70,8 @@ class ExporterService:
 
     def _publish(self, view: FleetView) -> None:
         with self._render_lock:
-            self._view = view
             self.metrics.set_budget(self._budget.rates())
-            self.cache.publish(render(self.registry))
+            self.cache.publish(render(self.registry, view, self._collectors))
 
     def poll(self) -> CycleResult:
         """Run one poll cycle and publish its rendering."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
+from exporter.metrics.families import Family, escape_label_value, label_pairs
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     FAILED_VERSIONS,
@@ -18,8 +17,12 @@ from exporter.model import (
     ImageSetSnapshot,
 )
 
-ViewSource = Callable[[], FleetView]
-IMAGE_SET_LABELS = ["datastore_id", "image_set_id"]
+
+class FleetCollector(Protocol):
+    """Yields metric families from a fleet view."""
+
+    def collect(self, view: FleetView) -> Iterator[Family]:
+        """Yield the families."""
 
 
 def _bool_label(value: bool | None) -> str:
@@ -37,148 +40,151 @@ def _shows_image_set(snapshot: ImageSetSnapshot, datastore: DatastoreView | None
     return any(v.forced or v.workflow_status in FAILURE_STATUSES for v in snapshot.versions)
 
 
-class ImageSetCollector(Collector):
+class ImageSetCollector:
     """Per-image-set gauges, limited by each data store's `per_image_set` mode."""
 
-    def __init__(self, view: ViewSource) -> None:
-        self._view = view
-
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the image set families."""
-        view = self._view()
-        versions = GaugeMetricFamily(
+        versions = Family(
             "healthimaging_image_set_versions",
+            "gauge",
             "Versions in the image set's version list.",
-            labels=IMAGE_SET_LABELS,
         )
-        by_status = GaugeMetricFamily(
+        by_status = Family(
             "healthimaging_image_set_versions_by_workflow_status",
+            "gauge",
             "Versions in the image set's version list, by workflow status.",
-            labels=[*IMAGE_SET_LABELS, "workflow_status"],
         )
-        forced = GaugeMetricFamily(
+        forced = Family(
             "healthimaging_image_set_forced_versions",
+            "gauge",
             "Versions created with a forced override of the Patient/Study/Series checks.",
-            labels=IMAGE_SET_LABELS,
         )
-        latest = GaugeMetricFamily(
+        latest = Family(
             "healthimaging_image_set_latest_version",
+            "gauge",
             "The image set's highest version id.",
-            labels=IMAGE_SET_LABELS,
         )
-        info = GaugeMetricFamily(
+        info = Family(
             "healthimaging_image_set_info",
+            "gauge",
             "The latest version's state, workflow status and primary flag (always 1).",
-            labels=[*IMAGE_SET_LABELS, "image_set_state", "workflow_status", "is_primary"],
         )
         for key, snapshot in sorted(view.image_sets.items()):
             if not _shows_image_set(snapshot, view.datastores.get(key.datastore_id)):
                 continue
-            labels = [key.datastore_id, key.image_set_id]
-            versions.add_metric(labels, len(snapshot.versions))
+            # Built once per image set: the hot loop at a hundred thousand image sets.
+            labels = (
+                f'datastore_id="{escape_label_value(key.datastore_id)}",'
+                f'image_set_id="{escape_label_value(key.image_set_id)}"'
+            )
+            versions.add(labels, len(snapshot.versions))
             counts = Counter(v.workflow_status for v in snapshot.versions)
             for status in sorted(counts):
-                by_status.add_metric([*labels, status], counts[status])
-            forced.add_metric(labels, sum(1 for v in snapshot.versions if v.forced))
+                by_status.add(
+                    f'{labels},workflow_status="{escape_label_value(status)}"', counts[status]
+                )
+            forced.add(labels, sum(1 for v in snapshot.versions if v.forced))
             top = snapshot.latest
             if top is not None:
-                latest.add_metric(labels, top.version_id)
-                info.add_metric(
-                    [
-                        *labels,
-                        top.image_set_state,
-                        top.workflow_status,
-                        _bool_label(top.is_primary),
-                    ],
-                    1,
+                latest.add(labels, top.version_id)
+                extra = label_pairs(
+                    image_set_state=top.image_set_state,
+                    workflow_status=top.workflow_status,
+                    is_primary=_bool_label(top.is_primary),
                 )
+                info.add(f"{labels},{extra}", 1)
         yield from (versions, by_status, forced, latest, info)
 
 
-class EventCollector(Collector):
+class EventCollector:
     """The persisted event counters: new, failed and forced versions, deleted image sets."""
 
-    def __init__(self, view: ViewSource) -> None:
-        self._view = view
-
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the counter families."""
-        view = self._view()
-        new = CounterMetricFamily(
+        new = Family(
             "healthimaging_new_versions",
+            "counter",
             "Versions first seen by a diff after the image set's baseline.",
-            labels=["datastore_id", "workflow_status"],
         )
-        failed = CounterMetricFamily(
+        failed = Family(
             "healthimaging_failed_versions",
+            "counter",
             "Versions seen entering COPY_FAILED, UPDATE_FAILED or IMPORT_FAILED.",
-            labels=[*IMAGE_SET_LABELS, "workflow_status"],
         )
-        forced = CounterMetricFamily(
+        forced = Family(
             "healthimaging_forced_versions",
+            "counter",
             "New versions created with a forced override of the Patient/Study/Series checks.",
-            labels=IMAGE_SET_LABELS,
         )
-        deleted = CounterMetricFamily(
+        deleted = Family(
             "healthimaging_image_sets_deleted",
+            "counter",
             "Tracked image sets that disappeared from their data store.",
-            labels=["datastore_id"],
         )
         for key, value in sorted(view.counters.items()):
             if key.family == NEW_VERSIONS:
-                new.add_metric([key.datastore_id, key.workflow_status], value)
+                new.add(
+                    label_pairs(datastore_id=key.datastore_id, workflow_status=key.workflow_status),
+                    value,
+                )
             elif key.family == FAILED_VERSIONS:
-                failed.add_metric([key.datastore_id, key.image_set_id, key.workflow_status], value)
+                failed.add(
+                    label_pairs(
+                        datastore_id=key.datastore_id,
+                        image_set_id=key.image_set_id,
+                        workflow_status=key.workflow_status,
+                    ),
+                    value,
+                )
             elif key.family == FORCED_VERSIONS:
-                forced.add_metric([key.datastore_id, key.image_set_id], value)
+                forced.add(
+                    label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
+                )
             elif key.family == IMAGE_SETS_DELETED:
-                deleted.add_metric([key.datastore_id], value)
+                deleted.add(label_pairs(datastore_id=key.datastore_id), value)
         yield from (new, failed, forced, deleted)
 
 
-class DatastoreCollector(Collector):
+class DatastoreCollector:
     """Per-data-store health and fleet aggregates, always present whatever `per_image_set` says."""
 
-    def __init__(self, view: ViewSource) -> None:
-        self._view = view
-
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the data store families."""
-        view = self._view()
-        up = GaugeMetricFamily(
+        up = Family(
             "healthimaging_up",
+            "gauge",
             "1 when the last poll of the data store fully succeeded.",
-            labels=["datastore_id"],
         )
-        last_success = GaugeMetricFamily(
+        last_success = Family(
             "healthimaging_exporter_last_successful_poll_timestamp_seconds",
+            "gauge",
             "Unix time of the data store's last fully successful poll.",
-            labels=["datastore_id"],
         )
-        image_sets = GaugeMetricFamily(
+        image_sets = Family(
             "healthimaging_datastore_image_sets",
+            "gauge",
             "Image sets tracked in the data store.",
-            labels=["datastore_id"],
         )
-        by_status = GaugeMetricFamily(
+        by_status = Family(
             "healthimaging_datastore_versions_by_workflow_status",
+            "gauge",
             "Versions of all tracked image sets, by workflow status.",
-            labels=["datastore_id", "workflow_status"],
         )
-        forced = GaugeMetricFamily(
+        forced = Family(
             "healthimaging_datastore_forced_versions",
+            "gauge",
             "Versions of all tracked image sets created with a forced override.",
-            labels=["datastore_id"],
         )
-        backfill_listed = GaugeMetricFamily(
+        backfill_listed = Family(
             "healthimaging_datastore_backfill_image_sets",
+            "gauge",
             "Image sets listed so far by the inventory backfill.",
-            labels=["datastore_id"],
         )
-        backfill_complete = GaugeMetricFamily(
+        backfill_complete = Family(
             "healthimaging_datastore_backfill_complete",
+            "gauge",
             "1 once the inventory backfill of the data store finished.",
-            labels=["datastore_id"],
         )
         tracked: Counter[str] = Counter()
         statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
@@ -191,16 +197,17 @@ class DatastoreCollector(Collector):
                 statuses[key.datastore_id][version.workflow_status] += 1
                 forced_counts[key.datastore_id] += version.forced
         for ds_id, ds in sorted(view.datastores.items()):
+            ds_label = label_pairs(datastore_id=ds_id)
             if ds.up is not None:
-                up.add_metric([ds_id], 1.0 if ds.up else 0.0)
+                up.add(ds_label, 1.0 if ds.up else 0.0)
             if ds.last_success is not None:
-                last_success.add_metric([ds_id], ds.last_success)
-            image_sets.add_metric([ds_id], tracked[ds_id])
+                last_success.add(ds_label, ds.last_success)
+            image_sets.add(ds_label, tracked[ds_id])
             for status, count in sorted(statuses[ds_id].items()):
-                by_status.add_metric([ds_id, status], count)
-            forced.add_metric([ds_id], forced_counts[ds_id])
+                by_status.add(f'{ds_label},workflow_status="{escape_label_value(status)}"', count)
+            forced.add(ds_label, forced_counts[ds_id])
             if ds.discovers_all:
-                backfill_listed.add_metric([ds_id], ds.backfill_listed)
-                backfill_complete.add_metric([ds_id], 1.0 if ds.backfill_complete else 0.0)
+                backfill_listed.add(ds_label, ds.backfill_listed)
+                backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
         yield from (up, last_success, image_sets, by_status, forced)
         yield from (backfill_listed, backfill_complete)

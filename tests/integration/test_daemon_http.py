@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
@@ -64,6 +65,10 @@ def test_serves_text_openmetrics_and_gzip(
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert om.rstrip().endswith(b"# EOF")
     assert b"# TYPE healthimaging_failed_versions counter" in om
+    # The strict OpenMetrics parser accepts every family, ours and prometheus_client's alike.
+    families = {f.name: f for f in openmetrics_parser.text_string_to_metric_families(om.decode())}
+    assert families["healthimaging_image_set_versions"].type == "gauge"
+    assert families["healthimaging_exporter_api_requests"].type == "counter"
     status, headers, zipped = fetch(daemon.url + "/metrics", {"Accept-Encoding": "gzip"})
     assert headers.get("Content-Encoding") == "gzip"
     assert gzip.decompress(zipped).startswith(b"# HELP")

@@ -1,0 +1,76 @@
+"""Metric families as pre-formatted sample lines, shared by the text and OpenMetrics formats."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["gauge", "counter"]
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for both exposition formats."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def format_value(value: float) -> str:
+    """Format a sample value as both formats accept it."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def label_pairs(**labels: str) -> str:
+    """Render labels as `name="value",...` in the order given."""
+    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items())
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: its metadata and its sample lines, each ending in a newline."""
+
+    name: str  # without `_total`, as OpenMetrics names counter families
+    kind: Kind
+    help: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def sample_name(self) -> str:
+        """Return the name samples carry."""
+        return self.name + "_total" if self.kind == "counter" else self.name
+
+    def add(self, labels: str, value: float) -> None:
+        """Add a sample; `labels` comes from label_pairs (or is built the same way)."""
+        self.lines.append(f"{self.sample_name}{{{labels}}} {format_value(value)}\n")
+
+    def text_header(self) -> str:
+        """Return HELP and TYPE lines in the Prometheus text format."""
+        return f"# HELP {self.sample_name} {self.help}\n# TYPE {self.sample_name} {self.kind}\n"
+
+    def openmetrics_header(self) -> str:
+        """Return HELP and TYPE lines in OpenMetrics."""
+        return f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
+
+
+def write_text(families: Iterable[Family]) -> bytes:
+    """Render families in the Prometheus text format."""
+    parts: list[str] = []
+    for family in families:
+        parts.append(family.text_header())
+        parts.extend(family.lines)
+    return "".join(parts).encode()
+
+
+def write_openmetrics(families: Iterable[Family]) -> bytes:
+    """Render families in OpenMetrics, without the closing `# EOF`."""
+    parts: list[str] = []
+    for family in families:
+        parts.append(family.openmetrics_header())
+        parts.extend(family.lines)
+    return "".join(parts).encode()
