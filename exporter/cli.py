@@ -105,12 +105,15 @@ def run_daemon(
     ready: threading.Event | None = None,
 ) -> int:
     """Serve and poll on schedule until SIGTERM/SIGINT; reload on SIGHUP."""
-    daemon = Daemon(config, reload_config, enable_lifecycle).start()
+    daemon = Daemon(config, reload_config, enable_lifecycle)
     stop = threading.Event()
+    # Before start() logs "listening on": from then on a SIGHUP or SIGTERM must find its
+    # handler, not the default action that kills the process.
     installed = _install_signals(stop, daemon.reload)
-    if ready is not None:
-        ready.set()
     try:
+        daemon.start()
+        if ready is not None:
+            ready.set()
         while not stop.wait(1.0):
             pass
     finally:
