@@ -66,7 +66,8 @@ def test_serves_text_openmetrics_and_gzip(
     assert om.rstrip().endswith(b"# EOF")
     assert b"# TYPE healthimaging_failed_versions counter" in om
     # The strict OpenMetrics parser accepts every family, ours and prometheus_client's alike.
-    families = {f.name: f for f in openmetrics_parser.text_string_to_metric_families(om.decode())}
+    parsed = openmetrics_parser.text_string_to_metric_families(om.decode())  # type: ignore[no-untyped-call]
+    families = {f.name: f for f in parsed}
     assert families["healthimaging_image_set_versions"].type == "gauge"
     assert families["healthimaging_exporter_api_requests"].type == "counter"
     status, headers, zipped = fetch(daemon.url + "/metrics", {"Accept-Encoding": "gzip"})
