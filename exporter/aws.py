@@ -208,76 +208,70 @@ class HealthImagingApi:
             raise ApiError("malformed_response", f"{operation}: response has no {result_key}")
         return response
 
+    def _page(
+        self, operation: str, params: Mapping[str, Any], token: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Call one page of a paginated operation; return its items and the next token."""
+        page = self._call(operation, **params, **({"nextToken": token} if token else {}))
+        items = page[RESULT_KEYS[operation] or ""]
+        if not isinstance(items, list):
+            raise ApiError("malformed_response", f"{operation}: results are not a list")
+        next_token = page.get("nextToken")
+        return items, next_token if next_token else None
+
+    def _pages(self, operation: str, params: Mapping[str, Any]) -> Iterator[list[Any]]:
+        """Yield every page's items, following nextToken; a token that repeats is an error."""
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            items, token = self._page(operation, params, token)
+            yield items
+            if token is None:
+                return
+            if token in seen:
+                raise ApiError("malformed_response", f"{operation}: nextToken repeats")
+            seen.add(token)
+
     def list_image_set_versions(self, datastore_id: str, image_set_id: str) -> tuple[Version, ...]:
         """Return every version of an image set, newest first, following nextToken."""
-        versions: list[Version] = []
-        token: str | None = None
-        seen_tokens: set[str] = set()
-        while True:
-            params: dict[str, Any] = {
-                "datastoreId": datastore_id,
-                "imageSetId": image_set_id,
-                "maxResults": 50,
-            }
-            if token:
-                params["nextToken"] = token
-            page = self._call("ListImageSetVersions", **params)
-            items = page["imageSetPropertiesList"]
-            if not isinstance(items, list):
-                raise ApiError("malformed_response", "ListImageSetVersions: list is not a list")
-            versions.extend(parse_version(item) for item in items)
-            token = page.get("nextToken")
-            if not token:
-                break
-            if token in seen_tokens:
-                raise ApiError("malformed_response", "ListImageSetVersions: nextToken repeats")
-            seen_tokens.add(token)
+        params = {"datastoreId": datastore_id, "imageSetId": image_set_id, "maxResults": 50}
+        versions = [
+            parse_version(item)
+            for items in self._pages("ListImageSetVersions", params)
+            for item in items
+        ]
         versions.sort(key=lambda v: v.version_id, reverse=True)
         return tuple(versions)
+
+    @staticmethod
+    def _search_params(datastore_id: str, since: float, until: float) -> dict[str, Any]:
+        # botocore sends these timestamps as whole seconds: round the window outward, or
+        # whatever changed in the current second would be missed.
+        bounds = [{"updatedAt": math.floor(since)}, {"updatedAt": math.ceil(until)}]
+        return {
+            "datastoreId": datastore_id,
+            "maxResults": 50,
+            "searchCriteria": {
+                "filters": [{"values": bounds, "operator": "BETWEEN"}],
+                "sort": {"sortField": "updatedAt", "sortOrder": "ASC"},
+            },
+        }
 
     def search_page(
         self, datastore_id: str, since: float, until: float, token: str | None = None
     ) -> tuple[list[ImageSetSummary], str | None]:
         """Return one page of image sets updated in [since, until], oldest first, and its token."""
-        # botocore sends these timestamps as whole seconds: round the window outward, or
-        # whatever changed in the current second would be missed.
-        since, until = math.floor(since), math.ceil(until)
-        params: dict[str, Any] = {
-            "datastoreId": datastore_id,
-            "maxResults": 50,
-            "searchCriteria": {
-                "filters": [
-                    {
-                        "values": [{"updatedAt": since}, {"updatedAt": until}],
-                        "operator": "BETWEEN",
-                    }
-                ],
-                "sort": {"sortField": "updatedAt", "sortOrder": "ASC"},
-            },
-        }
-        if token:
-            params["nextToken"] = token
-        page = self._call("SearchImageSets", **params)
-        items = page["imageSetsMetadataSummaries"]
-        if not isinstance(items, list):
-            raise ApiError("malformed_response", "SearchImageSets: results are not a list")
-        next_token = page.get("nextToken")
-        return [_summary(item) for item in items], next_token if next_token else None
+        params = self._search_params(datastore_id, since, until)
+        items, next_token = self._page("SearchImageSets", params, token)
+        return [_summary(item) for item in items], next_token
 
     def search_updated(
         self, datastore_id: str, since: float, until: float
     ) -> Iterator[ImageSetSummary]:
         """Yield image sets whose updatedAt lies in [since, until], oldest update first."""
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
-            page, token = self.search_page(datastore_id, since, until, token)
-            yield from page
-            if token is None:
-                return
-            if token in seen:
-                raise ApiError("malformed_response", "SearchImageSets: nextToken repeats")
-            seen.add(token)
+        params = self._search_params(datastore_id, since, until)
+        for items in self._pages("SearchImageSets", params):
+            yield from (_summary(item) for item in items)
 
     def get_datastore_status(self, datastore_id: str) -> str:
         """Return a data store's status (ACTIVE, DELETED, ...)."""

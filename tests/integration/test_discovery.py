@@ -28,6 +28,14 @@ def wait_for_backfill(service: ExporterService, datastore_id: str, timeout: floa
     raise AssertionError("backfill did not complete")
 
 
+def backfilled(service: ExporterService, datastore_id: str) -> ExporterService:
+    """Run the first cycle, wait for the backfill, and run one steady cycle."""
+    service.poll()
+    wait_for_backfill(service, datastore_id)
+    service.poll()
+    return service
+
+
 @pytest.fixture
 def fleet(emulator: EmulatorServer) -> tuple[str, list[str]]:
     """A data store with 120 synthetic image sets."""
@@ -74,10 +82,7 @@ def test_steady_state_lists_only_what_changed(
     fleet: tuple[str, list[str]],
 ) -> None:
     datastore, ids = fleet
-    service = service_for(discovery_config(make_config, datastore))
-    service.poll()
-    wait_for_backfill(service, datastore)
-    service.poll()
+    service = backfilled(service_for(discovery_config(make_config, datastore)), datastore)
     emulator.backend.add_version(datastore, ids[7], "COPY_FAILED")
     emulator.backend.add_version(datastore, ids[9], "UPDATED", forced=True)
     emulator.backend.reset_request_counts()
@@ -109,9 +114,7 @@ def test_image_set_created_after_discovery_counts_in_full(
     fleet: tuple[str, list[str]],
 ) -> None:
     datastore, _ = fleet
-    service = service_for(discovery_config(make_config, datastore))
-    service.poll()
-    wait_for_backfill(service, datastore)
+    service = backfilled(service_for(discovery_config(make_config, datastore)), datastore)
     time.sleep(0.01)
     new = emulator.backend.create_image_set(datastore, workflow_status="IMPORT_FAILED")
     service.poll()
@@ -152,10 +155,7 @@ def test_backfill_resumes_after_a_restart(
     first.close()
     listed_before = first.poller.view().datastores[datastore].backfill_listed
     assert 0 < listed_before < len(ids)
-    second = service_for(config)
-    second.poll()
-    wait_for_backfill(second, datastore)
-    second.poll()
+    second = backfilled(service_for(config), datastore)
     s = samples_of(second)
     assert value(s, "healthimaging_datastore_image_sets", datastore_id=datastore) == len(ids)
     assert not [
@@ -183,10 +183,7 @@ def test_shards_partition_the_fleet(
             state={"path": str(tmp_path / f"shard{shard}.db")},
             metrics={"per_image_set": "all"},
         )
-        service = service_for(config)
-        service.poll()
-        wait_for_backfill(service, datastore)
-        service.poll()
+        service = backfilled(service_for(config), datastore)
         s = samples_of(service)
         assert value(s, "healthimaging_exporter_shard_ordinal") == shard
         assert value(s, "healthimaging_exporter_total_shards") == 2
