@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,7 @@ class _ServerProcess:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
         self.log_path = self.dir / "server.log"
+        self._final_log: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -135,7 +138,9 @@ class _ServerProcess:
         raise NotImplementedError
 
     def log(self) -> str:
-        """The server's combined stdout and stderr so far."""
+        """The server's combined stdout and stderr so far, kept after stop() removes the dir."""
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
@@ -173,6 +178,8 @@ class _ServerProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout)
+        if process is not None:
+            self._final_log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
@@ -436,17 +443,46 @@ class ExporterProcess(_ServerProcess):
 
     name = "exporter"
 
-    def __init__(self, config: Mapping[str, Any], binary: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        binary: str | None = None,
+        *,
+        args: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         """Config is the exporter's YAML mapping; web.listen_address and state.path are set here."""
         super().__init__(binary or find_exporter(), {}, {})
+        # Extra command-line flags, and the TLS client context and basic-auth credentials the
+        # test's own requests use when web.config_file protects the exporter.
+        self.args = list(args)
+        self.ssl_context = ssl_context
+        self.auth = auth
         full = dict(config)
         full["web"] = {**dict(config.get("web", {})), "listen_address": self.address}
         full["state"] = {**dict(config.get("state", {})), "path": str(self.dir / "state.db")}
         self.config_path.write_text(yaml.safe_dump(full, sort_keys=False))
 
+    @property
+    def url(self) -> str:
+        """Base URL of the exporter: https when the test was given a TLS client context."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.address}"
+
     def argv(self) -> list[str]:
         """Exporter command line."""
-        return [self.binary, "--config", str(self.config_path)]
+        return [self.binary, "--config", str(self.config_path), *self.args]
+
+    def _get(self, path: str) -> bytes:
+        """GET a path of the exporter with the test's TLS context and credentials, if any."""
+        request = urllib.request.Request(f"{self.url}{path}")
+        if self.auth is not None:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=5, context=self.ssl_context) as response:
+            body: bytes = response.read()
+            return body
 
     def start(self, timeout: float = 30.0) -> None:
         """Start with dummy AWS credentials and wait until /metrics answers."""
@@ -465,8 +501,8 @@ class ExporterProcess(_ServerProcess):
         def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"exporter exited with {process.returncode}:\n{self.log()}")
-            with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as response:
-                return bool(response.status == 200)
+            self._get("/metrics")
+            return True
 
         try:
             wait_until(ready, timeout, what=f"exporter /metrics on {self.address}")
@@ -476,6 +512,4 @@ class ExporterProcess(_ServerProcess):
 
     def metrics(self) -> str:
         """The current /metrics page."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            text: str = response.read().decode()
-            return text
+        return self._get("/metrics").decode()
