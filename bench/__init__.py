@@ -1,0 +1,1 @@
+"""Benchmarks of the exporter against the emulator on loopback: `python -m bench`."""
