@@ -31,8 +31,10 @@ DATASTORE = "b0000000000000000000000000000001"
 _DAY = 86_400.0
 _NOW = 1_767_225_600.0  # fixed, so every run builds byte-identical state
 # Same mix as the emulator's synthetic data (exporter/emulator/synthetic.py).
-_FIRST = (("IMPORTED", 80), ("COPIED", 17), ("IMPORT_FAILED", 3))
-_LATER = (("UPDATED", 70), ("COPIED", 25), ("UPDATE_FAILED", 3), ("COPY_FAILED", 2))
+_FIRST_STATUSES = ("IMPORTED", "COPIED", "IMPORT_FAILED")
+_FIRST_WEIGHTS = (80.0, 17.0, 3.0)
+_LATER_STATUSES = ("UPDATED", "COPIED", "UPDATE_FAILED", "COPY_FAILED")
+_LATER_WEIGHTS = (70.0, 25.0, 3.0, 2.0)
 _FORCED_RATIO = 0.03
 
 
@@ -65,15 +67,13 @@ def version_counts(image_sets: int, versions: int, seed: int = 0) -> list[int]:
 def snapshots(image_sets: int, versions: int, seed: int = 0) -> Iterator[ImageSetSnapshot]:
     """Yield deterministic snapshots: the emulator's status mix, ~3 % forced versions."""
     rng = random.Random(seed)
-    first_statuses, first_weights = zip(*_FIRST, strict=True)
-    later_statuses, later_weights = zip(*_LATER, strict=True)
     for index, count in enumerate(version_counts(image_sets, versions, seed)):
         created = round(_NOW - 30 * _DAY * rng.random(), 3)
         history = []
         for number in range(1, count + 1):
-            pool, weights = (
-                (first_statuses, first_weights) if number == 1 else (later_statuses, later_weights)
-            )
+            first = number == 1
+            pool = _FIRST_STATUSES if first else _LATER_STATUSES
+            weights = _FIRST_WEIGHTS if first else _LATER_WEIGHTS
             history.append(
                 Version(
                     version_id=number,
