@@ -28,8 +28,6 @@ from exporter.model import (
 from exporter.store import SnapshotStore
 
 DATASTORE = "b0000000000000000000000000000001"
-_DAY = 86_400.0
-_NOW = 1_767_225_600.0  # fixed, so every run builds byte-identical state
 # Same mix as the emulator's synthetic data (exporter/emulator/synthetic.py).
 _FIRST_STATUSES = ("IMPORTED", "COPIED", "IMPORT_FAILED")
 _FIRST_WEIGHTS = (80.0, 17.0, 3.0)
@@ -68,7 +66,6 @@ def snapshots(image_sets: int, versions: int, seed: int = 0) -> Iterator[ImageSe
     """Yield deterministic snapshots: the emulator's status mix, ~3 % forced versions."""
     rng = random.Random(seed)
     for index, count in enumerate(version_counts(image_sets, versions, seed)):
-        created = round(_NOW - 30 * _DAY * rng.random(), 3)
         history = []
         for number in range(1, count + 1):
             first = number == 1
@@ -81,8 +78,6 @@ def snapshots(image_sets: int, versions: int, seed: int = 0) -> Iterator[ImageSe
                     image_set_state="ACTIVE",
                     forced=number > 1 and rng.random() < _FORCED_RATIO,
                     is_primary=True,
-                    created_at=created,
-                    updated_at=None if number == 1 else round(created + number * 60.0, 3),
                 )
             )
         yield ImageSetSnapshot(

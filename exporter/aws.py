@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -157,13 +158,11 @@ def parse_version(item: object) -> Version:
     message = item.get("message")
     return Version(
         version_id=int(version_id),
-        workflow_status=str(status),
-        image_set_state=state,
+        # Interned: a handful of distinct values shared by every version in memory.
+        workflow_status=sys.intern(str(status)),
+        image_set_state=sys.intern(state),
         forced=bool(isinstance(overrides, Mapping) and overrides.get("forced")),
         is_primary=primary if isinstance(primary, bool) else None,
-        created_at=_timestamp(item.get("createdAt")),
-        updated_at=_timestamp(item.get("updatedAt")),
-        deleted_at=_timestamp(item.get("deletedAt")),
         message=_one_line(message) if message else None,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -80,10 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.once:
             return run_once(config)
-        return run_daemon(config, lambda: _load(args), args.enable_lifecycle)
+        code = run_daemon(config, lambda: _load(args), args.enable_lifecycle)
     except (StoreError, WebConfigError, OSError) as exc:
         print(f"healthimaging-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    _exit_without_stuck_calls(code)
+    return code
+
+
+def _exit_without_stuck_calls(code: int) -> None:
+    """Exit at once if abandoned AWS calls are still in flight; all state is committed."""
+    # Waiting for them (up to read timeout x attempts) would outlast a container's grace period.
+    busy = [
+        t for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()
+    ]
+    # concurrent.futures joins its workers at exit even when they are daemon threads.
+    if busy:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def run_once(config: Config) -> int:

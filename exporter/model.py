@@ -17,9 +17,8 @@ class Version:
     image_set_state: str
     forced: bool = False
     is_primary: bool | None = None
-    created_at: float | None = None
-    updated_at: float | None = None
-    deleted_at: float | None = None
+    # Timestamps are not kept: no metric needs them, and at half a million versions they would
+    # be most of the memory and of the restart time.
     # Logged once when a failure is first seen; never stored, never a label.
     message: str | None = field(default=None, compare=False)
 

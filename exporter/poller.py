@@ -76,13 +76,15 @@ class Poller:
         self._records: dict[str, DatastoreRecord] = stored.datastores
         self._up: dict[str, bool] = {}
         self._state_ok = True
+        self._persisted_data = bool(stored.image_sets)
         self.completed_cycles = 0
         self._forget_unconfigured()
 
     @property
     def has_data(self) -> bool:
-        """Tell whether there is anything to serve yet (persisted or polled)."""
-        return bool(self._image_sets) or self.completed_cycles > 0
+        """Tell whether metrics reflect a whole poll: a persisted one, or one of this run's."""
+        # Not "any image set applied": halfway through the first poll is not ready.
+        return self._persisted_data or self.completed_cycles > 0
 
     def reconfigure(self, config: Config, clients: ClientFactory) -> None:
         """Switch to a new config between cycles; state of still-configured image sets is kept."""
@@ -228,6 +230,12 @@ class Poller:
                     elif outcome not in ("unchanged", "deleted"):
                         errors[key.datastore_id][outcome] += 1
                         failed += 1
+            if pending and self._stop.is_set():
+                # A shutdown, not a fault: nothing is counted, the next start polls them.
+                log.info(
+                    "poll cycle interrupted by shutdown: %d image sets not polled", len(pending)
+                )
+                pending.clear()
             for key in pending.values():
                 errors[key.datastore_id]["timeout"] += 1
                 timed_out += 1

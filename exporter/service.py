@@ -13,7 +13,7 @@ from exporter.aws import ClientFactory
 from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
-from exporter.metrics.exposition import Exposition, ExpositionCache, render
+from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
 from exporter.metrics.own import AttemptRecorder, ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.poller import CycleResult, Poller
@@ -71,7 +71,11 @@ class ExporterService:
     def _publish(self, view: FleetView) -> None:
         with self._render_lock:
             self.metrics.set_budget(self._budget.rates())
-            self.cache.publish(render(self.registry, view, self._collectors))
+            exposition = render(self.registry, view, self._collectors)
+            previous = self.cache.current()
+            # Build what scrapers asked of the last rendering now, here: a scrape only reads.
+            exposition.prepare(previous.wanted() if previous else PROMETHEUS_DEFAULT)
+            self.cache.publish(exposition)
 
     def poll(self) -> CycleResult:
         """Run one poll cycle and publish its rendering."""

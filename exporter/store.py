@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,30 +53,23 @@ def _encode_versions(versions: Iterable[Version]) -> list[list[object]]:
             v.image_set_state,
             int(v.forced),
             None if v.is_primary is None else int(v.is_primary),
-            v.created_at,
-            v.updated_at,
-            v.deleted_at,
         ]
         for v in versions
     ]
 
 
 def _decode_versions(rows: list[list[object]], intern: Callable[[str], str]) -> tuple[Version, ...]:
-    result = []
-    for version_id, status, state, forced, primary, created, updated, deleted in rows:
-        result.append(
-            Version(
-                version_id=int(str(version_id)),
-                workflow_status=intern(str(status)),
-                image_set_state=intern(str(state)),
-                forced=bool(forced),
-                is_primary=None if primary is None else bool(primary),
-                created_at=_float_or_none(created),
-                updated_at=_float_or_none(updated),
-                deleted_at=_float_or_none(deleted),
-            )
+    # Rows written before version 0.1 also hold three timestamps, which are no longer kept.
+    return tuple(
+        Version(
+            int(str(row[0])),
+            intern(str(row[1])),
+            intern(str(row[2])),
+            bool(row[3]),
+            None if row[4] is None else bool(row[4]),
         )
-    return tuple(result)
+        for row in rows
+    )
 
 
 def _float_or_none(value: object) -> float | None:
@@ -166,7 +160,7 @@ class SnapshotStore:
             # and the counters it moved are always lost or kept together, so nothing double-counts.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"state.path {path}: {exc}") from None
 
     def _migrate(self) -> None:
@@ -190,11 +184,6 @@ class SnapshotStore:
 
     def load(self) -> StoredState:
         """Read every snapshot, counter and data store record."""
-        interned: dict[str, str] = {}
-
-        def intern(text: str) -> str:
-            return interned.setdefault(text, text)
-
         image_sets: dict[ImageSetKey, ImageSetSnapshot] = {}
         try:
             rows = self._db.execute(
@@ -203,7 +192,7 @@ class SnapshotStore:
             for datastore_id, image_set_id, payload, deleted_at in rows:
                 key = ImageSetKey(datastore_id, image_set_id)
                 try:
-                    image_sets[key] = decode_snapshot(key, payload, deleted_at, intern)
+                    image_sets[key] = decode_snapshot(key, payload, deleted_at, sys.intern)
                 except (ValueError, KeyError, TypeError):
                     # Its next poll rebuilds it as a baseline; better than refusing to start.
                     log.error("state: unreadable snapshot of image set %s; re-baselining it", key)
@@ -229,7 +218,7 @@ class SnapshotStore:
                     "backfill_complete, backfill_listed, discovery_started FROM datastores"
                 )
             }
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
         return StoredState(image_sets, counters, datastores)
 
@@ -265,7 +254,7 @@ class SnapshotStore:
                     "DO UPDATE SET value = value + excluded.value",
                     [(*k, v) for k, v in increments.items() if v],
                 )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
 
     def forget(self, keys: Iterable[ImageSetKey]) -> None:
@@ -279,7 +268,7 @@ class SnapshotStore:
                 self._db.executemany(
                     "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?", pairs
                 )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
 
     def save_datastore(self, record: DatastoreRecord) -> None:
@@ -300,7 +289,7 @@ class SnapshotStore:
                         record.discovery_started,
                     ),
                 )
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
 
     def check_integrity(self) -> str:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.metrics.collectors import FleetCollector
-from exporter.metrics.families import Family, write_openmetrics, write_text
+from exporter.metrics.families import write_openmetrics, write_text
 from exporter.metrics.view import FleetView
 
 # Our names are all legacy-valid, so the output is plain 0.0.4, which every scraper understands.
@@ -21,6 +21,10 @@ EOF_LINE = b"# EOF\n"
 # Fast compression: the exposition is large and repetitive, so level 1 already shrinks it
 # about twentyfold, at a fraction of the default level's time.
 GZIP_LEVEL = 1
+
+
+Variant = tuple[bool, bool]  # (OpenMetrics, gzip)
+PROMETHEUS_DEFAULT: frozenset[Variant] = frozenset({(True, True)})
 
 
 class Exposition:
@@ -37,12 +41,19 @@ class Exposition:
         self._own_openmetrics = own_openmetrics.removesuffix(EOF_LINE)
         self._view = view
         self._collectors = collectors
-        self._lock = threading.RLock()
-        self._families: list[Family] | None = None
-        self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._lock = threading.Lock()
+        # Only what is asked for is kept: at 100,000 image sets a plain body is ~100 MB.
+        self._bodies: dict[Variant, bytes] = {}
+        self._prepared: frozenset[Variant] = frozenset()
+        self._served: set[Variant] = set()
 
     def body(self, openmetrics: bool, gzipped: bool) -> bytes:
-        """Return the bytes for the negotiated format and encoding."""
+        """Return the bytes for a scrape's negotiated format and encoding."""
+        with self._lock:
+            self._served.add((openmetrics, gzipped))
+        return self._get(openmetrics, gzipped)
+
+    def _get(self, openmetrics: bool, gzipped: bool) -> bytes:
         key = (openmetrics, gzipped)
         with self._lock:  # concurrent first scrapes wait for one build instead of racing
             body = self._bodies.get(key)
@@ -51,25 +62,37 @@ class Exposition:
                 self._bodies[key] = body
             return body
 
+    def prepare(self, variants: Iterable[Variant]) -> None:
+        """Build variants now (in the poll's thread), so that scrapes only read bytes."""
+        self._prepared = frozenset(variants)
+        for openmetrics, gzipped in self._prepared:
+            self._get(openmetrics, gzipped)
+
+    def wanted(self) -> frozenset[Variant]:
+        """Return what scrapers asked for; if none came, what was prepared for them."""
+        with self._lock:
+            return frozenset(self._served) or self._prepared
+
     def _build(self, openmetrics: bool, gzipped: bool) -> bytes:
-        if gzipped:
-            return gzip.compress(self.body(openmetrics, False), GZIP_LEVEL, mtime=0)
-        if self._families is None:
+        plain = self._bodies.get((openmetrics, False))
+        if plain is None:
             # The sample lines are the same in both formats; only metadata lines differ.
-            self._families = [f for c in self._collectors for f in c.collect(self._view)]
-        if openmetrics:
-            return self._own_openmetrics + write_openmetrics(self._families) + EOF_LINE
-        return self._own_text + write_text(self._families)
+            families = [f for c in self._collectors for f in c.collect(self._view)]
+            if openmetrics:
+                plain = self._own_openmetrics + write_openmetrics(families) + EOF_LINE
+            else:
+                plain = self._own_text + write_text(families)
+        return gzip.compress(plain, GZIP_LEVEL, mtime=0) if gzipped else plain
 
     @property
     def text(self) -> bytes:
-        """Return the Prometheus text format."""
-        return self.body(False, False)
+        """Return the Prometheus text format (for --once and tests; not a scrape)."""
+        return self._get(False, False)
 
     @property
     def openmetrics(self) -> bytes:
-        """Return OpenMetrics."""
-        return self.body(True, False)
+        """Return OpenMetrics (not a scrape)."""
+        return self._get(True, False)
 
 
 def render(

@@ -317,3 +317,36 @@ def test_sigterm_mid_cycle_exits_promptly_and_what_was_committed_is_consistent(
     s = samples_of(service)
     assert [failed(s, datastore_id=DEMO_DATASTORE, image_set_id=i) for i in ids] == [1.0] * 12
     assert value(s, "healthimaging_new_versions_total", **DS, workflow_status="COPY_FAILED") == 12
+
+
+def test_sigterm_does_not_wait_for_a_stuck_aws_call(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    raw: dict[str, Any] = {
+        "aws": {"endpoint_url": emulator.url, "max_attempts": 1, "read_timeout_seconds": 60},
+        "poll": {"interval_seconds": 60, "concurrency": 2},
+        "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
+        "state": {"path": str(tmp_path / "state.db")},
+        "web": {"listen_address": "127.0.0.1:0"},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    emulator.backend.set_faults(Faults(latency_seconds=15.0))
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [EXPORTER, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=sink
+        )
+    try:
+        wait_for(lambda: "listening on" in log.read_text())
+        time.sleep(1.0)  # the first call is in flight, and will be for 14 more seconds
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0, log.read_text()
+        assert time.monotonic() - signalled < 5, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        emulator.backend.set_faults(Faults())
+    text = log.read_text()
+    assert text.rstrip().endswith("stopped") and "Traceback" not in text, text

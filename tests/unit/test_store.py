@@ -14,7 +14,7 @@ KEY = ImageSetKey("d" * 32, "i" * 32)
 SNAP = ImageSetSnapshot(
     KEY,
     (
-        Version(2, "COPY_FAILED", "ACTIVE", True, False, 1.5, 2.5, None),
+        Version(2, "COPY_FAILED", "ACTIVE", True, False),
         Version(1, "COPIED", "ACTIVE"),
     ),
     (Version(0, "IMPORTED", "ACTIVE"),),
@@ -89,3 +89,15 @@ def test_unreadable_snapshot_row_is_rebaselined_not_fatal(tmp_path: Path) -> Non
     state = SnapshotStore(str(path)).load()
     assert state.image_sets == {}
     assert state.counters == {FAILED: 1.0}
+
+
+def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SnapshotStore(str(path)).close()
+    db = sqlite3.connect(path)
+    old = '{"v":[[2,"COPY_FAILED","ACTIVE",1,0,1.5,2.5,null]],"r":[]}'
+    db.execute("INSERT INTO image_sets VALUES (?, ?, ?, NULL)", (*KEY, old))
+    db.commit()
+    db.close()
+    state = SnapshotStore(str(path)).load()
+    assert state.image_sets[KEY].versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)

@@ -1,0 +1,80 @@
+"""The exposition: both formats from one set of lines, built once, only what scrapers want."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from types import MappingProxyType
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.openmetrics import parser as openmetrics_parser
+
+from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
+from exporter.metrics.exposition import PROMETHEUS_DEFAULT, render
+from exporter.metrics.families import Family
+from exporter.metrics.view import DatastoreView, FleetView
+from exporter.model import FAILED_VERSIONS, CounterKey, ImageSetKey, ImageSetSnapshot, Version
+
+DS = "d" * 32
+KEY = ImageSetKey(DS, "i" * 32)
+VIEW = FleetView(
+    MappingProxyType(
+        {KEY: ImageSetSnapshot(KEY, (Version(2, 'WEIRD"NEW\\STATUS', "ACTIVE", True),))}
+    ),
+    MappingProxyType({CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 3.0}),
+    MappingProxyType({DS: DatastoreView(DS, "all", True, 12.5)}),
+)
+COLLECTORS = (ImageSetCollector(), EventCollector(), DatastoreCollector())
+
+
+class CountingCollector:
+    """Counts how often the fleet is formatted."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self, view: FleetView) -> Iterator[Family]:
+        self.calls += 1
+        family = Family("x", "gauge", "help")
+        family.add('a="b"', 1)
+        yield family
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    Gauge("own_gauge", "An own metric.", registry=reg).set(1)
+    return reg
+
+
+def test_both_formats_parse_and_escape_unknown_statuses() -> None:
+    exposition = render(registry(), VIEW, COLLECTORS)
+    om = exposition.openmetrics.decode()
+    assert om.endswith("# EOF\n") and om.count("# EOF") == 1
+    families = {f.name: f for f in openmetrics_parser.text_string_to_metric_families(om)}  # type: ignore[no-untyped-call]
+    status = families["healthimaging_image_set_versions_by_workflow_status"].samples[0]
+    assert status.labels["workflow_status"] == 'WEIRD"NEW\\STATUS'
+    assert families["healthimaging_failed_versions"].samples[0].value == 3.0
+    assert "own_gauge" in families
+    text = exposition.text.decode()
+    assert "# TYPE healthimaging_failed_versions_total counter" in text
+    assert "healthimaging_up{" in text and "# EOF" not in text
+
+
+def test_prepared_variants_are_built_once_and_scrapes_are_remembered() -> None:
+    counter = CountingCollector()
+    exposition = render(registry(), VIEW, (counter,))
+    exposition.prepare(PROMETHEUS_DEFAULT)
+    assert counter.calls == 1
+    body = exposition.body(True, True)
+    assert gzip.decompress(body).endswith(b"# EOF\n")
+    assert exposition.body(True, True) is body and counter.calls == 1
+    assert exposition.wanted() == PROMETHEUS_DEFAULT
+    exposition.body(False, False)
+    assert counter.calls == 2
+    assert exposition.wanted() == {(True, True), (False, False)}
+
+
+def test_nothing_scraped_keeps_the_prepared_set() -> None:
+    exposition = render(registry(), VIEW, COLLECTORS)
+    exposition.prepare({(False, True)})
+    assert exposition.wanted() == {(False, True)}
