@@ -70,31 +70,47 @@ class ImageSetCollector:
             "gauge",
             "The latest version's state, workflow status and primary flag (always 1).",
         )
-        for key, snapshot in sorted(view.image_sets.items()):
-            if not _shows_image_set(snapshot, view.datastores.get(key.datastore_id)):
-                continue
-            # Built once per image set: the hot loop at a hundred thousand image sets.
-            labels = (
+        # Label prefixes built once; each family's lines are generated while they are encoded,
+        # so a hundred thousand image sets never hold their lines in memory at once.
+        shown = [
+            (
                 f'datastore_id="{escape_label_value(key.datastore_id)}",'
-                f'image_set_id="{escape_label_value(key.image_set_id)}"'
+                f'image_set_id="{escape_label_value(key.image_set_id)}"',
+                snapshot,
             )
-            versions.add(labels, len(snapshot.versions))
-            counts = Counter(v.workflow_status for v in snapshot.versions)
-            for status in sorted(counts):
-                by_status.add(
-                    f'{labels},workflow_status="{escape_label_value(status)}"', counts[status]
-                )
-            forced.add(labels, sum(1 for v in snapshot.versions if v.forced))
-            top = snapshot.latest
-            if top is not None:
-                latest.add(labels, top.version_id)
-                extra = label_pairs(
+            for key, snapshot in sorted(view.image_sets.items())
+            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
+        ]
+        versions.lines = (versions.sample(labels, len(s.versions)) for labels, s in shown)
+        yield versions
+        by_status.lines = (
+            by_status.sample(f'{labels},workflow_status="{escape_label_value(status)}"', count)
+            for labels, s in shown
+            for status, count in sorted(Counter(v.workflow_status for v in s.versions).items())
+        )
+        yield by_status
+        forced.lines = (
+            forced.sample(labels, sum(1 for v in s.versions if v.forced)) for labels, s in shown
+        )
+        yield forced
+        tops = [(labels, s.latest) for labels, s in shown]
+        latest.lines = (latest.sample(labels, top.version_id) for labels, top in tops if top)
+        yield latest
+        info.lines = (
+            info.sample(
+                labels
+                + ","
+                + label_pairs(
                     image_set_state=top.image_set_state,
                     workflow_status=top.workflow_status,
                     is_primary=_bool_label(top.is_primary),
-                )
-                info.add(f"{labels},{extra}", 1)
-        yield from (versions, by_status, forced, latest, info)
+                ),
+                1,
+            )
+            for labels, top in tops
+            if top
+        )
+        yield info
 
 
 class EventCollector:

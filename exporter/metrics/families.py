@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,16 +38,22 @@ class Family:
     name: str  # without `_total`, as OpenMetrics names counter families
     kind: Kind
     help: str
-    lines: list[str] = field(default_factory=list)
+    # A list that add() fills, or any iterable of sample lines (from sample()), consumed once.
+    lines: Iterable[str] = field(default_factory=list)
 
     @property
     def sample_name(self) -> str:
         """Return the name samples carry."""
         return self.name + "_total" if self.kind == "counter" else self.name
 
+    def sample(self, labels: str, value: float) -> str:
+        """Format one sample line; `labels` comes from label_pairs (or is built the same way)."""
+        return f"{self.sample_name}{{{labels}}} {format_value(value)}\n"
+
     def add(self, labels: str, value: float) -> None:
-        """Add a sample; `labels` comes from label_pairs (or is built the same way)."""
-        self.lines.append(f"{self.sample_name}{{{labels}}} {format_value(value)}\n")
+        """Append a sample to a family whose lines are a list."""
+        assert isinstance(self.lines, list), "add() is for families built as lists"
+        self.lines.append(self.sample(labels, value))
 
     def text_header(self) -> str:
         """Return HELP and TYPE lines in the Prometheus text format."""
@@ -58,19 +64,16 @@ class Family:
         return f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
 
 
-def write_text(families: Iterable[Family]) -> bytes:
-    """Render families in the Prometheus text format."""
-    parts: list[str] = []
-    for family in families:
-        parts.append(family.text_header())
-        parts.extend(family.lines)
-    return "".join(parts).encode()
+BATCH_LINES = 4096
 
 
-def write_openmetrics(families: Iterable[Family]) -> bytes:
-    """Render families in OpenMetrics, without the closing `# EOF`."""
-    parts: list[str] = []
+def chunks(families: Iterable[Family], openmetrics: bool) -> Iterator[bytes]:
+    """Encode families in batches of lines, in either format (without OpenMetrics' `# EOF`)."""
     for family in families:
-        parts.append(family.openmetrics_header())
-        parts.extend(family.lines)
-    return "".join(parts).encode()
+        batch = [family.openmetrics_header() if openmetrics else family.text_header()]
+        for line in family.lines:
+            batch.append(line)
+            if len(batch) >= BATCH_LINES:
+                yield "".join(batch).encode()
+                batch = []
+        yield "".join(batch).encode()
