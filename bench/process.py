@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from bench.common import PLAIN_HEADERS, PROMETHEUS_HEADERS, Scraper, child_env
+from bench.common import PROMETHEUS_HEADERS, Scraper, child_env
 
 POLL_COUNT = re.compile(rb"^healthimaging_exporter_poll_duration_seconds_count ([0-9.e+]+)", re.M)
 
@@ -76,7 +76,10 @@ class ExporterProcess:
                             ready_at = time.perf_counter() - self.started
                             continue
                     else:
-                        status, body = scraper.get("/metrics", PLAIN_HEADERS)
+                        # As Prometheus scrapes: OpenMetrics, gzip (built before ready).
+                        status, body = scraper.get("/metrics", PROMETHEUS_HEADERS)
+                        if body[:2] == b"\x1f\x8b":
+                            body = gzip.decompress(body)
                         if status == 200 and needle in body:
                             return ready_at, time.perf_counter() - self.started
                 except OSError:

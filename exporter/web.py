@@ -166,12 +166,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, b"No metrics yet: the first poll has not finished\n")
             return
         openmetrics = wants_openmetrics(self.headers.get("Accept"))
-        gzipped = accepts_gzip(self.headers.get("Accept-Encoding"))
-        headers = {"Vary": "Accept, Accept-Encoding"}
-        if gzipped:
-            headers["Content-Encoding"] = "gzip"
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
-        self._send(200, exposition.body(openmetrics, gzipped), content_type, headers)
+        headers = {"Vary": "Accept, Accept-Encoding"}
+        if accepts_gzip(self.headers.get("Accept-Encoding")):
+            headers["Content-Encoding"] = "gzip"
+            self._send(200, exposition.gzipped(openmetrics), content_type, headers)
+            return
+        # Plain: the kept gzip, decompressed as it goes out, never whole in memory.
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        for name, value in {**self.server.app.headers, **headers}.items():
+            self.send_header(name, value)
+        if self.request_version == "HTTP/1.0":
+            self.close_connection = True  # the end of the body is the end of the connection
+            self.end_headers()
+            if self.command != "HEAD":
+                for piece in exposition.stream(openmetrics):
+                    self.wfile.write(piece)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for piece in exposition.stream(openmetrics):
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.

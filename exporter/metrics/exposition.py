@@ -1,8 +1,7 @@
-"""One poll's exposition: text and OpenMetrics, plain and gzip, each built once on first request."""
+"""One poll's exposition: text and OpenMetrics, each built once and kept gzipped."""
 
 from __future__ import annotations
 
-import gzip
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,12 +24,12 @@ GZIP_LEVEL = 1
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as gzip.compress writes
 
 
-Variant = tuple[bool, bool]  # (OpenMetrics, gzip)
-PROMETHEUS_DEFAULT: frozenset[Variant] = frozenset({(True, True)})
+PROMETHEUS_DEFAULT = frozenset({True})  # Prometheus asks for OpenMetrics
+STREAM_PIECE = 64 * 1024
 
 
 class Exposition:
-    """A poll's metrics; a scrape is served bytes built at most once per format and encoding."""
+    """A poll's metrics, kept gzipped; plain requests are decompressed as they are sent."""
 
     def __init__(
         self,
@@ -44,48 +43,37 @@ class Exposition:
         self._view = view
         self._collectors = collectors
         self._lock = threading.Lock()
-        # Only what is asked for is kept: at 100,000 image sets a plain body is ~100 MB.
-        self._bodies: dict[Variant, bytes] = {}
-        self._prepared: frozenset[Variant] = frozenset()
-        self._served: set[Variant] = set()
+        # Only gzip bodies are kept: at 100,000 image sets a plain body is ~100 MB, its gzip ~12.
+        self._gzipped: dict[bool, bytes] = {}
+        self._prepared: frozenset[bool] = frozenset()
+        self._served: set[bool] = set()
 
-    def body(self, openmetrics: bool, gzipped: bool) -> bytes:
-        """Return the bytes for a scrape's negotiated format and encoding."""
+    def gzipped(self, openmetrics: bool) -> bytes:
+        """Return a scrape's body in the negotiated format, gzipped."""
         with self._lock:
-            self._served.add((openmetrics, gzipped))
-        return self._get(openmetrics, gzipped)
+            self._served.add(openmetrics)
+        return self._get(openmetrics)
 
-    def _get(self, openmetrics: bool, gzipped: bool) -> bytes:
-        key = (openmetrics, gzipped)
+    def stream(self, openmetrics: bool) -> Iterator[bytes]:
+        """Yield a scrape's body in the negotiated format, uncompressed, piece by piece."""
+        body = self.gzipped(openmetrics)
+        decompressor = zlib.decompressobj(GZIP_WBITS)
+        for start in range(0, len(body), STREAM_PIECE):
+            yield decompressor.decompress(body[start : start + STREAM_PIECE])
+        yield decompressor.flush()
+
+    def _get(self, openmetrics: bool) -> bytes:
         with self._lock:  # concurrent first scrapes wait for one build instead of racing
-            body = self._bodies.get(key)
+            body = self._gzipped.get(openmetrics)
             if body is None:
-                body = self._build(openmetrics, gzipped)
-                self._bodies[key] = body
+                body = self._build(openmetrics)
+                self._gzipped[openmetrics] = body
             return body
 
-    def prepare(self, variants: Iterable[Variant]) -> None:
-        """Build variants now (in the poll's thread), so that scrapes only read bytes."""
-        self._prepared = frozenset(variants)
-        for openmetrics, gzipped in self._prepared:
-            self._get(openmetrics, gzipped)
-
-    def wanted(self) -> frozenset[Variant]:
-        """Return what scrapers asked for; if none came, what was prepared for them."""
-        with self._lock:
-            return frozenset(self._served) or self._prepared
-
-    def _build(self, openmetrics: bool, gzipped: bool) -> bytes:
-        plain = self._bodies.get((openmetrics, False))
-        if plain is not None:
-            return gzip.compress(plain, GZIP_LEVEL, mtime=0) if gzipped else plain
-        parts = self._chunks(openmetrics)
-        if not gzipped:
-            return b"".join(parts)
-        # Compressed as it is formatted: the ~100 MB plain body of 100,000 image sets never
-        # exists in memory when only the gzip is wanted, which is what Prometheus asks for.
+    def _build(self, openmetrics: bool) -> bytes:
+        # Compressed as it is formatted: the plain body never exists in memory whole.
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-        out = [compressor.compress(part) for part in parts]
+        out = [compressor.compress(part) for part in self._chunks(openmetrics)]
         out.append(compressor.flush())
         return b"".join(out)
 
@@ -97,15 +85,26 @@ class Exposition:
         if openmetrics:
             yield EOF_LINE
 
+    def prepare(self, formats: Iterable[bool]) -> None:
+        """Build formats now (in the poll's thread), so that scrapes only read bytes."""
+        self._prepared = frozenset(formats)
+        for openmetrics in self._prepared:
+            self._get(openmetrics)
+
+    def wanted(self) -> frozenset[bool]:
+        """Return the formats scrapers asked for; if none came, those prepared for them."""
+        with self._lock:
+            return frozenset(self._served) or self._prepared
+
     @property
     def text(self) -> bytes:
-        """Return the Prometheus text format (for --once and tests; not a scrape)."""
-        return self._get(False, False)
+        """Return the whole Prometheus text format (for --once and tests; not a scrape)."""
+        return zlib.decompress(self._get(False), GZIP_WBITS)
 
     @property
     def openmetrics(self) -> bytes:
-        """Return OpenMetrics (not a scrape)."""
-        return self._get(True, False)
+        """Return the whole OpenMetrics body (not a scrape)."""
+        return zlib.decompress(self._get(True), GZIP_WBITS)
 
 
 def render(

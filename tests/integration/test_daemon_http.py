@@ -195,3 +195,22 @@ def test_basic_auth_guards_metrics_but_not_probes_and_headers_are_sent(
     assert status == 200 and b"healthimaging_up" in body
     assert headers["X-Frame-Options"] == "deny"
     assert fetch(daemon.url + "/-/healthy")[0] == 200
+
+
+def test_plain_bodies_stream_over_http_1_0_and_head_sends_none(
+    make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    daemon = daemon_for(make_config())
+    wait_for(lambda: fetch(daemon.url + "/-/ready")[0] == 200)
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # HTTP/1.0: the body ends with the connection
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # A 1.1 status line is right (RFC 9110); what matters is no chunking for a 1.0 client.
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert body.startswith(b"# HELP") and b"healthimaging_up{" in body
+    status, _, body = fetch(daemon.url + "/metrics", method="HEAD")
+    assert status == 200 and body == b""

@@ -60,21 +60,22 @@ def test_both_formats_parse_and_escape_unknown_statuses() -> None:
     assert "healthimaging_up{" in text and "# EOF" not in text
 
 
-def test_prepared_variants_are_built_once_and_scrapes_are_remembered() -> None:
+def test_prepared_formats_are_built_once_and_scrapes_are_remembered() -> None:
     counter = CountingCollector()
     exposition = render(registry(), VIEW, (counter,))
     exposition.prepare(PROMETHEUS_DEFAULT)
     assert counter.calls == 1
-    body = exposition.body(True, True)
+    body = exposition.gzipped(True)
     assert gzip.decompress(body).endswith(b"# EOF\n")
-    assert exposition.body(True, True) is body and counter.calls == 1
+    assert exposition.gzipped(True) is body and counter.calls == 1
     assert exposition.wanted() == PROMETHEUS_DEFAULT
-    exposition.body(False, False)
+    plain = b"".join(exposition.stream(False))  # a plain scrape: the text format's gzip, inflated
     assert counter.calls == 2
-    assert exposition.wanted() == {(True, True), (False, False)}
+    assert plain == exposition.text and b"# TYPE x gauge" in plain
+    assert exposition.wanted() == {True, False}
 
 
 def test_nothing_scraped_keeps_the_prepared_set() -> None:
     exposition = render(registry(), VIEW, COLLECTORS)
-    exposition.prepare({(False, True)})
-    assert exposition.wanted() == {(False, True)}
+    exposition.prepare({False})
+    assert exposition.wanted() == {False}
