@@ -135,10 +135,12 @@ def test_probes_resources_and_port() -> None:
     c = container()
     assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
-    assert c["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"memory": "384Mi"},
-    }
+    resources = c["resources"]
+    mebibytes = {k: int(v["memory"].removesuffix("Mi")) for k, v in resources.items()}
+    # docs/performance.md: 183 MiB peak for a shard of 100,000 image sets; twice that to spare.
+    assert mebibytes["requests"] >= 183
+    assert mebibytes["limits"] >= 2 * 183
+    assert resources["requests"]["cpu"] == "100m"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9890, "protocol": "TCP"}]
     assert "docs/performance.md" in (K8S / "statefulset.yaml").read_text()
 
