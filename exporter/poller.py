@@ -1,4 +1,4 @@
-"""One poll cycle: fetch version lists concurrently within a deadline, diff, persist, publish."""
+"""Poll cycles: plan what to list, list it concurrently within a deadline, diff, apply, publish."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from exporter.aws import ApiError, ClientFactory, HealthImagingApi
 from exporter.config import Config, DatastoreSettings
-from exporter.diff import ImageSetChange, diff_deleted, diff_versions
+from exporter.diff import diff_deleted, diff_versions
 from exporter.discovery import Backfill, ListingHint, needs_listing, reconcile_batch
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
-from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, Version
-from exporter.store import DatastoreRecord, SnapshotStore, StoreError
+from exporter.model import ImageSetKey, ImageSetSnapshot, Version
+from exporter.state import FleetState
+from exporter.store import DatastoreRecord, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ def shard_of(image_set_id: str, total_shards: int) -> int:
     """Return the shard owning an image set: a stable hash, the same in every process."""
     digest = hashlib.sha256(image_set_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") % total_shards
+
+
+Jobs = dict[ImageSetKey, tuple[HealthImagingApi, ListingHint | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +50,14 @@ class CycleResult:
         return self.failed == 0 and self.timed_out == 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    summary: CycleResult
+    unfinished: Mapping[ImageSetKey, ListingHint | None]  # listed neither well nor at all
+
+
 class Poller:
-    """Owns the in-memory snapshot and runs poll cycles; only the cycle thread writes state."""
+    """Runs poll cycles over the fleet state: plan what to list, list it, apply what changed."""
 
     def __init__(
         self,
@@ -60,23 +70,15 @@ class Poller:
     ) -> None:
         self._config = config
         self._clients = clients
-        self._store = store
         self._metrics = metrics
         self._publish = publish
         self._clock = clock
         self._stop = threading.Event()
         self._cycle_lock = threading.Lock()
-        # Guards the in-memory state, which the backfill threads write too.
-        self._lock = threading.RLock()
+        self._state = FleetState(store, metrics)
         self._backfills: dict[str, Backfill] = {}
         self._reconcile_position: dict[str, int] = {}
-        stored = store.load()
-        self._image_sets: dict[ImageSetKey, ImageSetSnapshot] = stored.image_sets
-        self._counters: dict[CounterKey, float] = stored.counters
-        self._records: dict[str, DatastoreRecord] = stored.datastores
         self._up: dict[str, bool] = {}
-        self._state_ok = True
-        self._persisted_data = bool(stored.image_sets)
         self.completed_cycles = 0
         self._forget_unconfigured()
 
@@ -84,7 +86,12 @@ class Poller:
     def has_data(self) -> bool:
         """Tell whether metrics reflect a whole poll: a persisted one, or one of this run's."""
         # Not "any image set applied": halfway through the first poll is not ready.
-        return self._persisted_data or self.completed_cycles > 0
+        return self._state.loaded_image_sets or self.completed_cycles > 0
+
+    @property
+    def state_ok(self) -> bool:
+        """Tell whether the last write to the snapshot store succeeded."""
+        return self._state.writable
 
     def reconfigure(self, config: Config, clients: ClientFactory) -> None:
         """Switch to a new config between cycles; state of still-configured image sets is kept."""
@@ -136,46 +143,34 @@ class Poller:
                 wanted.update(self._listed_targets(ds))
         stale = [
             k
-            for k in self._image_sets
+            for k in self._state.image_set_keys()
             if k not in wanted
             and not (k.datastore_id in discovering and self._in_shard(k.image_set_id))
         ]
-        if not stale:
-            return
-        try:
-            self._store.forget(stale)
-        except StoreError as exc:
-            log.error("%s", exc)
-            return
-        for key in stale:
-            del self._image_sets[key]
-        stale_set = set(stale)
-        self._counters = {
-            k: v
-            for k, v in self._counters.items()
-            if (k.datastore_id, k.image_set_id) not in stale_set
-            and (k.image_set_id or k.datastore_id in self._datastore_ids())
-        }
-        log.info("forgot %d image sets no longer configured", len(stale))
+        self._state.forget(stale, self._datastore_ids())
 
     def run_cycle(self) -> CycleResult:
         """Poll every configured image set once; return a summary."""
         with self._cycle_lock:
             started = time.monotonic()
-            result = self._run_cycle(started)
-            self._metrics.poll_duration.observe(result.duration_seconds)
+            jobs, cursors, errors = self._plan()
+            result = self._execute(jobs, errors, started)
+            self._advance_cursors(cursors, result.unfinished)
+            for ds in self._config.datastores:
+                if ds.discovers_all:
+                    self._ensure_backfill(ds)
+            self._settle(errors)
+            self._metrics.poll_duration.observe(result.summary.duration_seconds)
             self.completed_cycles += 1
         self.publish_view()
-        return result
+        return result.summary
 
-    def _run_cycle(self, started: float) -> CycleResult:
-        config = self._config
-        deadline = started + config.poll.deadline_seconds
-        errors: dict[str, Counter[str]] = {ds.datastore_id: Counter() for ds in config.datastores}
-        denied: set[str] = set()
-        jobs: dict[ImageSetKey, tuple[HealthImagingApi, ListingHint | None]] = {}
+    def _plan(self) -> tuple[Jobs, dict[str, float], dict[str, Counter[str]]]:
+        """Decide what this cycle lists: lists of ids, search hits, and reconciliation."""
+        errors = {ds.datastore_id: Counter[str]() for ds in self._config.datastores}
+        jobs: Jobs = {}
         cursors: dict[str, float] = {}
-        for ds in config.datastores:
+        for ds in self._config.datastores:
             api = self._clients.for_datastore(ds)
             if not self._uses_search(ds):
                 jobs.update((key, (api, None)) for key in self._listed_targets(ds))
@@ -188,6 +183,12 @@ class Poller:
                 found = {}
             jobs.update((key, (api, hint)) for key, hint in found.items())
             jobs.update((key, (api, None)) for key in self._reconcile(ds) if key not in jobs)
+        return jobs, cursors, errors
+
+    def _execute(self, jobs: Jobs, errors: dict[str, Counter[str]], started: float) -> _Execution:
+        """List every job's versions on a bounded pool within the deadline; apply as they come."""
+        deadline = started + self._config.poll.deadline_seconds
+        denied: set[str] = set()
 
         def fetch(key: ImageSetKey, api: HealthImagingApi) -> tuple[Version, ...]:
             if key.datastore_id in denied:
@@ -203,12 +204,12 @@ class Poller:
                 raise
 
         changed = failed = timed_out = 0
-        pool = ThreadPoolExecutor(config.poll.concurrency, thread_name_prefix="poll")
+        unfinished: set[ImageSetKey] = set(jobs)
+        pool = ThreadPoolExecutor(self._config.poll.concurrency, thread_name_prefix="poll")
         try:
             pending: dict[Future[tuple[Version, ...]], ImageSetKey] = {
                 pool.submit(fetch, key, api): key for key, (api, _) in jobs.items()
             }
-            unfinished: set[ImageSetKey] = set(jobs)
             while pending and not self._stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -243,23 +244,11 @@ class Poller:
                 log.warning(
                     "poll cycle stopped with %d image sets not polled (deadline %.0fs)",
                     len(pending),
-                    config.poll.deadline_seconds,
+                    self._config.poll.deadline_seconds,
                 )
         finally:
             # Stuck calls end at their read timeout; their results are never applied.
             pool.shutdown(wait=False, cancel_futures=True)
-        self._advance_cursors(cursors, {k: jobs[k][1] for k in unfinished})
-        for ds in config.datastores:
-            if ds.discovers_all:
-                self._ensure_backfill(ds)
-        now = self._clock()
-        for ds_id, reasons in errors.items():
-            for reason, count in reasons.items():
-                self._metrics.poll_errors.labels(ds_id, reason).inc(count)
-            up = not reasons
-            self._up[ds_id] = up
-            if up:
-                self._save_record(replace(self._record(ds_id), last_success=now))
         duration = time.monotonic() - started
         # A quiet cycle is not news at the default level; changes and failures are.
         log.log(
@@ -271,30 +260,38 @@ class Poller:
             timed_out,
             duration,
         )
-        return CycleResult(len(jobs), failed, timed_out, changed, duration)
+        return _Execution(
+            CycleResult(len(jobs), failed, timed_out, changed, duration),
+            {k: jobs[k][1] for k in unfinished},
+        )
+
+    def _settle(self, errors: dict[str, Counter[str]]) -> None:
+        """Count the cycle's errors and record each data store's health."""
+        now = self._clock()
+        for ds_id, reasons in errors.items():
+            for reason, count in reasons.items():
+                self._metrics.poll_errors.labels(ds_id, reason).inc(count)
+            self._up[ds_id] = not reasons
+            if not reasons:
+                self._state.save_record(replace(self._state.record(ds_id), last_success=now))
 
     def _handle(
         self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint | None
     ) -> str:
-        with self._lock:
-            return self._handle_locked(key, versions, hint)
-
-    def _handle_locked(
-        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint | None
-    ) -> str:
-        previous = self._image_sets.get(key)
-        if previous is None and self._created_while_watched(key, hint):
-            # A new image set, not an old one met late: its whole history is news.
-            previous = ImageSetSnapshot(key, ())
-        change = diff_versions(key, previous, versions)
-        if hint is not None and hint.updated_at is not None:
-            change = replace(
-                change, snapshot=replace(change.snapshot, seen_updated_at=hint.updated_at)
-            )
-        if previous is not None and change.snapshot == previous:
-            return "unchanged"
-        if not self._apply(change, drop_counters=False):
-            return "state_error"
+        with self._state.lock:
+            previous = self._state.get(key)
+            if previous is None and self._created_while_watched(key, hint):
+                # A new image set, not an old one met late: its whole history is news.
+                previous = ImageSetSnapshot(key, ())
+            change = diff_versions(key, previous, versions)
+            if hint is not None and hint.updated_at is not None:
+                change = replace(
+                    change, snapshot=replace(change.snapshot, seen_updated_at=hint.updated_at)
+                )
+            if previous is not None and change.snapshot == previous:
+                return "unchanged"
+            if not self._state.apply(change):
+                return "state_error"
         if change.baseline:
             log.debug("image set %s/%s: baseline of %d versions", *key, len(versions))
         for version in change.failed:
@@ -310,56 +307,25 @@ class Poller:
         return "changed"
 
     def _handle_error(self, key: ImageSetKey, exc: ApiError) -> str:
-        with self._lock:
-            return self._handle_error_locked(key, exc)
-
-    def _handle_error_locked(self, key: ImageSetKey, exc: ApiError) -> str:
         if exc.outcome == "not_found":
-            change = diff_deleted(self._image_sets.get(key), self._clock())
-            if change is not None:
-                if not self._apply(change, drop_counters=True):
-                    return "state_error"
-                log.warning("image set %s/%s: deleted", *key)
-                return "deleted"
-            if key in self._image_sets:  # already recorded as deleted
-                return "deleted"
+            with self._state.lock:
+                previous = self._state.get(key)
+                change = diff_deleted(previous, self._clock())
+                if change is not None:
+                    if not self._state.apply(change, drop_counters=True):
+                        return "state_error"
+                    log.warning("image set %s/%s: deleted", *key)
+                    return "deleted"
+                if previous is not None:  # already recorded as deleted
+                    return "deleted"
         if exc.outcome == "access_denied":
             log.error("data store %s: %s", key.datastore_id, exc)
         elif exc.outcome not in ("skipped", "timeout"):
             log.error("image set %s/%s: %s", *key, exc)
         return exc.outcome
 
-    def _apply(self, change: ImageSetChange, drop_counters: bool) -> bool:
-        key = change.snapshot.key
-        try:
-            self._store.apply(change.snapshot, change.increments, drop_counters=drop_counters)
-        except StoreError as exc:
-            # Memory stays at the last durable snapshot, so the next cycle diffs and counts
-            # this change again once the disk recovers: nothing lost, nothing doubled.
-            self._metrics.state_write_errors.inc()
-            if self._state_ok:
-                log.error("%s; serving the last metrics until writes succeed again", exc)
-            self._state_ok = False
-            self._metrics.state_writable.set(0)
-            return False
-        if not self._state_ok:
-            log.info("state writes succeed again")
-            self._state_ok = True
-            self._metrics.state_writable.set(1)
-        self._image_sets[key] = change.snapshot
-        if drop_counters:
-            self._counters = {
-                k: v for k, v in self._counters.items() if (k.datastore_id, k.image_set_id) != key
-            }
-        for counter, amount in change.increments.items():
-            self._counters[counter] = self._counters.get(counter, 0.0) + amount
-        return True
-
-    def _record(self, datastore_id: str) -> DatastoreRecord:
-        return self._records.get(datastore_id, DatastoreRecord(datastore_id))
-
     def _created_while_watched(self, key: ImageSetKey, hint: ListingHint | None) -> bool:
-        started = self._record(key.datastore_id).discovery_started
+        started = self._state.record(key.datastore_id).discovery_started
         return (
             hint is not None
             and hint.created_at is not None
@@ -372,13 +338,13 @@ class Poller:
     ) -> tuple[dict[ImageSetKey, ListingHint], float]:
         """Return image sets updated since the cursor that the snapshot lags, and the new cursor."""
         ds_id = datastore.datastore_id
-        record = self._record(ds_id)
+        record = self._state.record(ds_id)
         now = self._clock()
         found: dict[ImageSetKey, ListingHint] = {}
         if record.discovery_started is None:
             # First sight of the data store: from now on changes are searched for; what
             # came before is listed by the backfill (or, for a list, by this first cycle).
-            self._save_record(replace(record, discovery_started=now, cursor=now))
+            self._state.save_record(replace(record, discovery_started=now, cursor=now))
         else:
             since = record.cursor if record.cursor is not None else now
             since -= self._config.discovery.overlap_seconds
@@ -389,18 +355,15 @@ class Poller:
                 if not self._in_shard(summary.image_set_id):
                     continue
                 key = ImageSetKey(ds_id, summary.image_set_id)
-                with self._lock:
-                    snapshot = self._image_sets.get(key)
-                if needs_listing(snapshot, summary):
+                if needs_listing(self._state.get(key), summary):
                     found[key] = ListingHint(summary.updated_at, summary.created_at)
         if not datastore.discovers_all:
-            with self._lock:
-                missing = [k for k in self._listed_targets(datastore) if k not in self._image_sets]
+            missing = [k for k in self._listed_targets(datastore) if self._state.get(k) is None]
             found.update((key, ListingHint()) for key in missing if key not in found)
         return found, now
 
     def _advance_cursors(
-        self, cursors: dict[str, float], unfinished: dict[ImageSetKey, ListingHint | None]
+        self, cursors: dict[str, float], unfinished: Mapping[ImageSetKey, ListingHint | None]
     ) -> None:
         """Move each cursor to its search's end, or back to the oldest change not yet listed."""
         for ds_id, until in cursors.items():
@@ -410,19 +373,17 @@ class Poller:
                 if key.datastore_id == ds_id and hint is not None and hint.updated_at is not None
             ]
             cursor = min([until, *behind])
-            record = self._record(ds_id)
+            record = self._state.record(ds_id)
             if record.cursor != cursor:
-                self._save_record(replace(record, cursor=cursor))
+                self._state.save_record(replace(record, cursor=cursor))
 
     def _reconcile(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
         """Pick this cycle's share of the periodic full re-listing."""
         ds_id = datastore.datastore_id
-        if datastore.discovers_all and not self._record(ds_id).backfill_complete:
+        if datastore.discovers_all and not self._state.record(ds_id).backfill_complete:
             return []
-        with self._lock:
-            keys = sorted(k for k, snap in self._image_sets.items() if k.datastore_id == ds_id)
         batch, self._reconcile_position[ds_id] = reconcile_batch(
-            keys,
+            self._state.image_set_keys(ds_id),
             self._reconcile_position.get(ds_id, 0),
             self._config.poll.interval_seconds,
             self._config.discovery.reconcile_seconds,
@@ -431,7 +392,7 @@ class Poller:
 
     def _ensure_backfill(self, datastore: DatastoreSettings) -> None:
         ds_id = datastore.datastore_id
-        record = self._record(ds_id)
+        record = self._state.record(ds_id)
         running = self._backfills.get(ds_id)
         if record.backfill_complete or record.discovery_started is None or self._stop.is_set():
             return
@@ -450,8 +411,7 @@ class Poller:
 
     def is_known(self, key: ImageSetKey) -> bool:
         """Tell whether an image set has a snapshot (the backfill skips those)."""
-        with self._lock:
-            return key in self._image_sets
+        return self._state.get(key) is not None
 
     def apply_listing(
         self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint
@@ -461,50 +421,34 @@ class Poller:
 
     def save_backfill(self, datastore_id: str, token: str | None, listed: int, done: bool) -> None:
         """Persist the backfill's progress."""
-        with self._lock:
-            record = self._record(datastore_id)
-            self._save_record(
+        with self._state.lock:
+            record = self._state.record(datastore_id)
+            self._state.save_record(
                 replace(
                     record, backfill_token=token, backfill_listed=listed, backfill_complete=done
                 )
             )
 
-    def _save_record(self, record: DatastoreRecord) -> None:
-        try:
-            self._store.save_datastore(record)
-        except StoreError as exc:
-            self._metrics.state_write_errors.inc()
-            log.error("%s", exc)
-        self._records[record.datastore_id] = record
-
-    @property
-    def state_ok(self) -> bool:
-        """Tell whether the last write to the snapshot store succeeded."""
-        return self._state_ok
-
     def view(self) -> FleetView:
         """Build an immutable view of the current state for rendering."""
-        with self._lock:
-            return self._view_locked()
-
-    def _view_locked(self) -> FleetView:
         config = self._config
-        datastores = {}
-        for ds in config.datastores:
-            record = self._records.get(ds.datastore_id)
-            datastores[ds.datastore_id] = DatastoreView(
-                datastore_id=ds.datastore_id,
-                per_image_set=config.metrics.mode_for(ds),
-                up=self._up.get(ds.datastore_id),
-                last_success=record.last_success if record else None,
-                discovers_all=ds.discovers_all,
-                backfill_listed=record.backfill_listed if record else 0,
-                backfill_complete=record.backfill_complete if record else False,
-            )
-        return FleetView(
-            image_sets=MappingProxyType(dict(self._image_sets)),
-            counters=MappingProxyType(dict(self._counters)),
-            datastores=MappingProxyType(datastores),
+        with self._state.lock:
+            image_sets, counters = self._state.copies()
+            datastores = {
+                ds.datastore_id: self._datastore_view(ds, self._state.record(ds.datastore_id))
+                for ds in config.datastores
+            }
+        return FleetView(image_sets, counters, MappingProxyType(datastores))
+
+    def _datastore_view(self, ds: DatastoreSettings, record: DatastoreRecord) -> DatastoreView:
+        return DatastoreView(
+            datastore_id=ds.datastore_id,
+            per_image_set=self._config.metrics.mode_for(ds),
+            up=self._up.get(ds.datastore_id),
+            last_success=record.last_success,
+            discovers_all=ds.discovers_all,
+            backfill_listed=record.backfill_listed,
+            backfill_complete=record.backfill_complete,
         )
 
     def publish_view(self) -> None:

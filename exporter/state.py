@@ -1,0 +1,123 @@
+"""The fleet's state in memory: a mirror of the snapshot store, changed only by atomic applies."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
+
+from exporter.diff import ImageSetChange
+from exporter.metrics.own import ExporterMetrics
+from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot
+from exporter.store import DatastoreRecord, SnapshotStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class FleetState:
+    """Snapshots, counters and data store records; memory changes only after the store commits."""
+
+    def __init__(self, store: SnapshotStore, metrics: ExporterMetrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        # Held for whole read-diff-apply sequences: the cycle and the backfills both apply.
+        self.lock = threading.RLock()
+        stored = store.load()
+        self._image_sets: dict[ImageSetKey, ImageSetSnapshot] = stored.image_sets
+        self._counters: dict[CounterKey, float] = stored.counters
+        self._records: dict[str, DatastoreRecord] = stored.datastores
+        self.loaded_image_sets = bool(stored.image_sets)
+        self._writable = True
+
+    @property
+    def writable(self) -> bool:
+        """Tell whether the last write to the snapshot store succeeded."""
+        return self._writable
+
+    def get(self, key: ImageSetKey) -> ImageSetSnapshot | None:
+        """Return an image set's snapshot, if it has one."""
+        with self.lock:
+            return self._image_sets.get(key)
+
+    def image_set_keys(self, datastore_id: str | None = None) -> list[ImageSetKey]:
+        """Return the image sets with a snapshot, of one data store or all, sorted."""
+        with self.lock:
+            return sorted(
+                k
+                for k in self._image_sets
+                if datastore_id is None or k.datastore_id == datastore_id
+            )
+
+    def record(self, datastore_id: str) -> DatastoreRecord:
+        """Return a data store's bookkeeping (empty if it has none yet)."""
+        with self.lock:
+            return self._records.get(datastore_id, DatastoreRecord(datastore_id))
+
+    def save_record(self, record: DatastoreRecord) -> None:
+        """Persist a data store's bookkeeping; memory follows even if the disk does not."""
+        with self.lock:
+            try:
+                self._store.save_datastore(record)
+            except StoreError as exc:
+                self._metrics.state_write_errors.inc()
+                log.error("%s", exc)
+            self._records[record.datastore_id] = record
+
+    def apply(self, change: ImageSetChange, drop_counters: bool = False) -> bool:
+        """Commit a change to the store, then to memory; False (memory unchanged) if it failed."""
+        key = change.snapshot.key
+        with self.lock:
+            try:
+                self._store.apply(change.snapshot, change.increments, drop_counters=drop_counters)
+            except StoreError as exc:
+                # Memory stays at the last durable snapshot, so the next poll diffs and counts
+                # this change again once the disk recovers: nothing lost, nothing doubled.
+                self._metrics.state_write_errors.inc()
+                if self._writable:
+                    log.error("%s; serving the last metrics until writes succeed again", exc)
+                self._writable = False
+                self._metrics.state_writable.set(0)
+                return False
+            if not self._writable:
+                log.info("state writes succeed again")
+                self._writable = True
+                self._metrics.state_writable.set(1)
+            self._image_sets[key] = change.snapshot
+            if drop_counters:
+                self._counters = {
+                    k: v
+                    for k, v in self._counters.items()
+                    if (k.datastore_id, k.image_set_id) != key
+                }
+            for counter, amount in change.increments.items():
+                self._counters[counter] = self._counters.get(counter, 0.0) + amount
+            return True
+
+    def forget(self, keys: Collection[ImageSetKey], datastores: Collection[str]) -> None:
+        """Drop image sets, and data stores' own counters, that are no longer configured."""
+        with self.lock:
+            gone_datastores = {k.datastore_id for k in self._counters} - set(datastores)
+            pairs = [*keys, *(ImageSetKey(ds, "") for ds in gone_datastores)]
+            if not pairs:
+                return
+            try:
+                self._store.forget(pairs)
+            except StoreError as exc:
+                log.error("%s", exc)
+                return
+            for key in keys:
+                self._image_sets.pop(key, None)
+            dropped = set(pairs)
+            self._counters = {
+                k: v
+                for k, v in self._counters.items()
+                if ImageSetKey(k.datastore_id, k.image_set_id) not in dropped
+            }
+            if keys:
+                log.info("forgot %d image sets no longer configured", len(keys))
+
+    def copies(self) -> tuple[Mapping[ImageSetKey, ImageSetSnapshot], Mapping[CounterKey, float]]:
+        """Return read-only copies of the snapshots and counters, for a view."""
+        with self.lock:
+            return MappingProxyType(dict(self._image_sets)), MappingProxyType(dict(self._counters))
