@@ -6,9 +6,7 @@ import base64
 import http.client
 import json
 import secrets
-import shutil
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,11 +23,11 @@ from tests.e2e.servers import (
     ExporterProcess,
     PrometheusServer,
     WebhookReceiver,
-    in_ci,
     prometheus_config,
     wait_until,
 )
 from tests.e2e.test_alerting_e2e import RULES, accelerated_rules, alertmanager_test_config
+from tests.pki import issue, make_ca
 
 pytestmark = pytest.mark.e2e
 
@@ -37,49 +35,6 @@ DATASTORE = "12345678901234567890123456789012"
 IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
 JOB = "healthimaging-exporter-tls"
 USER = "prometheus"
-
-
-def openssl() -> str:
-    """The openssl CLI; a failure in CI, a skip elsewhere."""
-    found = shutil.which("openssl")
-    if found is None:
-        message = "the openssl CLI is not on PATH; it generates the test certificates"
-        if in_ci():
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
-    return found
-
-
-def run_openssl(directory: Path, *args: str) -> None:
-    """Run openssl in directory, failing with its stderr."""
-    done = subprocess.run(
-        [openssl(), *args], cwd=directory, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-
-
-def make_pki(directory: Path) -> None:
-    """A P-256 CA (ca.pem) and a server certificate for IP 127.0.0.1 (server.pem, server.key)."""
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    run_openssl(
-        directory, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=healthimaging-exporter e2e CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    run_openssl(
-        directory, "req", *ec, "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1",
-    )  # fmt: skip
-    (directory / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-    )
-    run_openssl(
-        directory, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext",
-    )  # fmt: skip
 
 
 @dataclass
@@ -99,7 +54,10 @@ class TLSStack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSStack]:
     """Emulator, exporter behind a web config, Prometheus over https with basic auth, alerting."""
     pki = tmp_path_factory.mktemp("tls-e2e")
-    make_pki(pki)
+    make_ca(pki, "ca")
+    issue(
+        pki, "ca", "server", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+    )
     password = secrets.token_urlsafe(24)
     password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     web_config = pki / "web.yml"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import http.client
-import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -27,69 +24,22 @@ from exporter.webconfig import (
     build_ssl_context,
     load_web_config,
 )
+from tests.pki import issue, make_ca
 
 PASSWORD = "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-# --- certificates (generated with the openssl CLI) ----------------------------------------------
-
-
-def _openssl() -> str:
-    """The openssl CLI; a skip outside CI, a failure in CI."""
-    found = shutil.which("openssl")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl CLI is required to generate test certificates")
-        pytest.skip("openssl CLI not installed")
-    return found
-
-
-def _run(*args: str, cwd: Path) -> None:
-    """Run openssl quietly, failing the test with its stderr."""
-    done = subprocess.run([_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-
-
-def _ca(d: Path, name: str) -> None:
-    """A self-signed P-256 CA."""
-    _run(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=d,
-    )  # fmt: skip
-
-
-def _issue(d: Path, ca: str, name: str, cn: str, ext: str) -> None:
-    """A P-256 leaf certificate signed by a CA."""
-    _run(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}",
-        cwd=d,
-    )  # fmt: skip
-    (d / f"{name}.ext").write_text(
-        ext + "\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    )
-    _run(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
-        cwd=d,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test CA with server and client certificates, and a rogue CA with its own client."""
     d = tmp_path_factory.mktemp("pki")
-    _ca(d, "ca")
-    _ca(d, "rogue-ca")
+    make_ca(d, "ca")
+    make_ca(d, "rogue-ca")
     san = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
-    _issue(d, "ca", "server", "localhost", san)
-    _issue(d, "ca", "client", "prometheus", "extendedKeyUsage=clientAuth")
-    _issue(d, "rogue-ca", "rogue-client", "prometheus", "extendedKeyUsage=clientAuth")
+    issue(d, "ca", "server", "localhost", san)
+    issue(d, "ca", "client", "prometheus", "extendedKeyUsage=clientAuth")
+    issue(d, "rogue-ca", "rogue-client", "prometheus", "extendedKeyUsage=clientAuth")
     return d
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from exporter.webconfig import (
     build_ssl_context,
     load_web_config,
 )
+from tests.pki import issue, make_ca, run_openssl
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "webconfig"
 
@@ -62,56 +61,14 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-# --- certificates -------------------------------------------------------------------------------
-
-
-def _openssl() -> str:
-    """The openssl CLI; a skip outside CI, a failure in CI."""
-    found = shutil.which("openssl")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl CLI is required to generate test certificates")
-        pytest.skip("openssl CLI not installed")
-    return found
-
-
-def _run(*args: str, cwd: Path) -> None:
-    """Run openssl quietly, failing the test with its stderr."""
-    done = subprocess.run([_openssl(), *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-
-
-def _issue(d: Path, name: str, cn: str, ext: str) -> None:
-    """Issue a P-256 leaf certificate signed by the test CA."""
-    newkey = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    _run(
-        "req", *newkey, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d
-    )
-    (d / f"{name}.ext").write_text(
-        ext + "\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-    )
-    _run(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
-        cwd=d,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server certificate for localhost and a client certificate."""
     d = tmp_path_factory.mktemp("pki")
-    _run(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=d,
-    )  # fmt: skip
-    _issue(d, "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-           "extendedKeyUsage=serverAuth")  # fmt: skip
-    _issue(d, "client", "prometheus", "extendedKeyUsage=clientAuth")
+    make_ca(d, "ca", cn="test-ca")
+    issue(d, "ca", "server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+          "extendedKeyUsage=serverAuth")  # fmt: skip
+    issue(d, "ca", "client", "prometheus", "extendedKeyUsage=clientAuth")
     return d
 
 
@@ -294,10 +251,9 @@ def test_key_not_matching_certificate(pki: Path) -> None:
 
 
 def test_encrypted_key_is_refused_without_prompting(pki: Path, tmp_path: Path) -> None:
-    _run(
-        "pkey", "-in", str(pki / "server.key"), "-out", "encrypted.key",
+    run_openssl(
+        tmp_path, "pkey", "-in", str(pki / "server.key"), "-out", "encrypted.key",
         "-aes256", "-passout", "pass:secret",
-        cwd=tmp_path,
     )  # fmt: skip
     assert "ENCRYPTED" in (tmp_path / "encrypted.key").read_text()
     shutil.copy(pki / "server.pem", tmp_path / "server.pem")
