@@ -272,15 +272,6 @@ class HealthImagingApi:
         for items in self._pages("SearchImageSets", params):
             yield from (_summary(item) for item in items)
 
-    def get_datastore_status(self, datastore_id: str) -> str:
-        """Return a data store's status (ACTIVE, DELETED, ...)."""
-        page = self._call("GetDatastore", datastoreId=datastore_id)
-        props = page["datastoreProperties"]
-        status = props.get("datastoreStatus") if isinstance(props, Mapping) else None
-        if not isinstance(status, str):
-            raise ApiError("malformed_response", "GetDatastore: no datastoreStatus")
-        return status
-
 
 def _snake(operation: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")

@@ -28,11 +28,6 @@ class ImageSetChange:
     failed: tuple[Version, ...] = ()  # versions that entered a failure status (for the log)
     vanished: int = 0  # versions that left the list since the last poll
 
-    @property
-    def counts_anything(self) -> bool:
-        """Tell whether any counter moves."""
-        return any(self.increments.values())
-
 
 def diff_versions(
     key: ImageSetKey,

@@ -107,10 +107,17 @@ class _ServerProcess:
     """A server binary in its own temporary directory, started and stopped by the test."""
 
     name = "server"
+    binary_names: tuple[str, ...] = ()
 
-    def __init__(self, binary: str, config: Mapping[str, Any], files: Mapping[str, str]) -> None:
-        """Prepare the directory with the config and the extra files; nothing runs yet."""
-        self.binary = binary
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        files: Mapping[str, str] | None = None,
+        binary: str | None = None,
+    ) -> None:
+        """Write the config and extra files (name -> text) into its directory; nothing runs yet."""
+        self.binary = binary or find_binary(*self.binary_names)
+        files = files or {}
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"hie-{self.name}-"))
         self.config_path = self.dir / "config.yml"
@@ -206,15 +213,7 @@ class PrometheusServer(_ServerProcess):
     """A real Prometheus on a free loopback port with its own TSDB directory."""
 
     name = "prometheus"
-
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        files: Mapping[str, str] | None = None,
-        binary: str | None = None,
-    ) -> None:
-        """Config is the prometheus.yml mapping; files (name -> text) are written beside it."""
-        super().__init__(binary or find_binary(*PROMETHEUS_NAMES), config, files or {})
+    binary_names = PROMETHEUS_NAMES
 
     def argv(self) -> list[str]:
         """Prometheus flags: config, TSDB path, loopback listen address."""
@@ -259,15 +258,7 @@ class AlertmanagerServer(_ServerProcess):
     """A real Alertmanager on a free loopback port, gossip disabled, its own storage."""
 
     name = "alertmanager"
-
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        files: Mapping[str, str] | None = None,
-        binary: str | None = None,
-    ) -> None:
-        """Config is the alertmanager.yml mapping; files (name -> text) are written beside it."""
-        super().__init__(binary or find_binary(*ALERTMANAGER_NAMES), config, files or {})
+    binary_names = ALERTMANAGER_NAMES
 
     def argv(self) -> list[str]:
         """Alertmanager flags: config, storage, loopback listen address, no cluster."""
@@ -453,7 +444,7 @@ class ExporterProcess(_ServerProcess):
         auth: tuple[str, str] | None = None,
     ) -> None:
         """Config is the exporter's YAML mapping; web.listen_address and state.path are set here."""
-        super().__init__(binary or find_exporter(), {}, {})
+        super().__init__({}, {}, binary or find_exporter())
         # Extra command-line flags, and the TLS client context and basic-auth credentials the
         # test's own requests use when web.config_file protects the exporter.
         self.args = list(args)
