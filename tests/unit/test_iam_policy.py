@@ -233,3 +233,15 @@ def test_irsa_trust_policy_binds_the_service_account() -> None:
     assert aud == "sts.amazonaws.com"
     provider = statement["Principal"]["Federated"].split("oidc-provider/", 1)[1]
     assert all(k.startswith(provider + ":") for k in conditions)
+
+
+def test_pod_identity_trust_policy_binds_the_service_account() -> None:
+    (statement,) = statements("trust-policy-pod-identity.json")
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    # EKS Pod Identity assumes the role with session tags: both actions are required.
+    assert sorted(as_list(statement["Action"])) == ["sts:AssumeRole", "sts:TagSession"]
+    conditions = statement["Condition"]["StringEquals"]
+    assert conditions["aws:RequestTag/kubernetes-namespace"] == "healthimaging-exporter"
+    assert conditions["aws:RequestTag/kubernetes-service-account"] == "healthimaging-exporter"
+    assert "aws:RequestTag/eks-cluster-name" in conditions
+    assert "aws:SourceAccount" in conditions
