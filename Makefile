@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit bench clean mixin
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
+
+# Regenerate deploy/prometheus/rules.yml, deploy/kubernetes/prometheusrule.yaml and
+# deploy/grafana/dashboard.json from the jsonnet mixin in deploy/mixin.
+mixin: $(STAMP)
+	$(PY) deploy/mixin/generate.py
 
 bench: $(STAMP)
 	$(PY) -m bench
