@@ -27,7 +27,10 @@ def promtool(*args: str, cwd: Path) -> str:
 def test_customised_rules_pass_promtool_check(tmp_path: Path) -> None:
     """Every setting changed, the generated rules file is still valid."""
     out = generate_custom(tmp_path)
-    assert "SUCCESS: 15 rules found" in promtool("check", "rules", "rules.yml", cwd=out)
+    groups = yaml.safe_load((out / "rules.yml").read_text())["groups"]
+    count = sum(len(group["rules"]) for group in groups)
+    assert count >= 15
+    assert f"SUCCESS: {count} rules found" in promtool("check", "rules", "rules.yml", cwd=out)
 
 
 def test_rule_unit_tests_pass_with_an_exporter_selector(tmp_path: Path) -> None:
