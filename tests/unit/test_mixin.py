@@ -119,3 +119,21 @@ def test_mixin_layout_follows_the_ecosystem() -> None:
     config = (mixin / "config.libsonnet").read_text()
     for key in ("exporterJobSelector", "exporterSelector", "clusterLabel", "runbookURLBase"):
         assert f"{key}:" in config, key
+
+
+def test_command_line_entry_points_agree_with_the_generated_files() -> None:
+    """alerts.jsonnet and dashboards.jsonnet (for the jsonnet CLI) give the shipped content."""
+    import _gojsonnet  # type: ignore[import-not-found]
+
+    mixin = ROOT / "deploy" / "mixin"
+    alerts = _gojsonnet.evaluate_file(str(mixin / "alerts.jsonnet"), jpathdir=[str(mixin)])
+    # The file's text is the YAML document that `jsonnet -S` would print.
+    shipped = yaml.safe_load(SHIPPED["rules.yml"].read_text())
+    assert yaml.safe_load(json.loads(alerts)) == shipped
+    dashboards = json.loads(
+        _gojsonnet.evaluate_file(str(mixin / "dashboards.jsonnet"), jpathdir=[str(mixin)])
+    )
+    assert list(dashboards) == ["healthimaging-exporter.json"]
+    assert dashboards["healthimaging-exporter.json"] == json.loads(
+        SHIPPED["dashboard.json"].read_text()
+    )
