@@ -216,8 +216,9 @@ def _metrics_port(process: subprocess.Popen[bytes], lines: list[str]) -> int:
     raise AssertionError("exporter did not start: " + "".join(lines))
 
 
+@pytest.mark.parametrize("bad", ["invalid_value", "alias_bomb"])
 def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, bad: str
 ) -> None:
     config = write_config(tmp_path / "config.yaml", emulator)
     process = subprocess.Popen(
@@ -239,7 +240,10 @@ def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
             and time.monotonic() < deadline
         ):
             time.sleep(0.1)
-        config.write_text("poll: {interval_seconds: nope}\n")
+        if bad == "alias_bomb":  # once 93 s of stalled scrapes: now refused at once
+            shutil.copy(ROOT / "tests" / "data" / "config" / "alias_bomb.yaml", config)
+        else:
+            config.write_text("poll: {interval_seconds: nope}\n")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
         body = ""
