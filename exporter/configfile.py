@@ -201,6 +201,9 @@ def parse_yaml(text: str) -> object:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # "but found another document" needs it
+            problem = f"{context} {problem}"
         raise YamlFileError(f"not valid YAML{where}: {_one_line(str(problem))}") from None
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         # The checks above leave none of these; a loader bug must still not become a traceback.
