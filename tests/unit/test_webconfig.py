@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import shutil
 import ssl
+import tempfile
 import time
 from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.webconfig import (
     WWW_AUTHENTICATE,
@@ -374,3 +378,29 @@ def test_cached_check_skips_bcrypt_but_unknown_users_still_pay() -> None:
 
 def test_challenge_header_names_basic_auth() -> None:
     assert WWW_AUTHENTICATE.startswith("Basic realm=")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=300)
+    | st.text(alphabet="[]{}:,-&*!|>'\"#\n 0123456789abcdefxyz_.$", max_size=200)
+    | st.dictionaries(
+        st.sampled_from(["tls_server_config", "http_server_config", "basic_auth_users", "x"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+            max_leaves=10,
+        ),
+    ).map(yaml.safe_dump)
+)
+def test_any_text_is_a_web_config_or_one_web_config_error(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "web.yml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            result = load_web_config(path)
+        except WebConfigError as exc:
+            assert "\n" not in str(exc)
+            assert str(exc).startswith(f"web config {path}: ")
+        else:
+            assert isinstance(result, WebConfig)
