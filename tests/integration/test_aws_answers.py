@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from exporter.aws import ApiError, ClientFactory, HealthImagingApi
+from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSummary
 from exporter.config import AwsSettings, DatastoreSettings
 from exporter.model import Version
 from exporter.outcomes import Outcome
@@ -77,3 +80,60 @@ def test_a_bad_answer_is_malformed_response_or_a_typed_result(
             assert isinstance(v, Version)
             assert LABEL.fullmatch(v.workflow_status) and LABEL.fullmatch(v.image_set_state)
             v.message is None or v.message.encode("utf-8")
+
+
+FIELDS = [
+    "imageSetPropertiesList",
+    "imageSetsMetadataSummaries",
+    "versionId",
+    "imageSetState",
+    "ImageSetWorkflowStatus",
+    "overrides",
+    "isPrimary",
+    "message",
+    "imageSetId",
+    "version",
+    "updatedAt",
+    "createdAt",
+    "DICOMTags",
+]
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+        st.sampled_from(["\ud800", "²", "1", "ACTIVE", "COPY_FAILED", IMAGE_SET, "yesterday"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=5),
+    ),
+    max_leaves=20,
+)
+answers = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"imageSetPropertiesList": st.lists(json_values, max_size=3)}),
+    st.fixed_dictionaries({"imageSetsMetadataSummaries": st.lists(json_values, max_size=3)}),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answers, st.sampled_from(["ListImageSetVersions", "SearchImageSets"]))
+def test_any_json_over_http_is_malformed_response_or_a_typed_result(
+    server: CannedServer, api: HealthImagingApi, answer: object, operation: str
+) -> None:
+    # json.dumps writes NaN and Infinity and escapes lone surrogates, as a broken server might.
+    server.respond_with(json.dumps(answer).encode())
+    try:
+        result = call(api, operation)
+    except ApiError as exc:
+        assert exc.outcome is Outcome.MALFORMED_RESPONSE, str(exc)
+        assert str(exc).isprintable() and len(str(exc)) <= 400
+        return
+    for item in result:
+        if isinstance(item, Version):
+            assert LABEL.fullmatch(item.workflow_status) and LABEL.fullmatch(item.image_set_state)
+        else:
+            assert isinstance(item, ImageSetSummary) and item.image_set_id == IMAGE_SET
