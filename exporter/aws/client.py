@@ -146,8 +146,9 @@ class HealthImagingApi:
         operation = "ListImageSetVersions"
         params = {"datastoreId": datastore_id, "imageSetId": image_set_id}
         versions: list[Version] = []
-        for page in self._pages(operation, params, self._max_version_pages, deadline):
-            with _named(operation, f"image set {image_set_id}"):
+        subject = f"image set {image_set_id}"
+        for page in self._pages(operation, subject, params, self._max_version_pages, deadline):
+            with _named(operation, subject):
                 versions.extend(read_versions_page(page)[0])
         return distinct_versions(versions)
 
@@ -195,13 +196,19 @@ class HealthImagingApi:
         """Yield image sets whose updatedAt lies in [since, until], oldest update first."""
         operation = "SearchImageSets"
         params = self._search_params(datastore_id, since, until)
-        for page in self._pages(operation, params, self._max_search_pages, deadline):
-            with _named(operation, f"data store {datastore_id}"):
+        subject = f"data store {datastore_id}"
+        for page in self._pages(operation, subject, params, self._max_search_pages, deadline):
+            with _named(operation, subject):
                 summaries = read_search_page(page)[0]
             yield from summaries
 
     def _pages(
-        self, operation: str, params: Mapping[str, Any], max_pages: int, deadline: float | None
+        self,
+        operation: str,
+        subject: str,
+        params: Mapping[str, Any],
+        max_pages: int,
+        deadline: float | None,
     ) -> Iterator[Mapping[str, Any]]:
         """Yield the pages of a listing through botocore's paginator, bounded and checked.
 
@@ -219,16 +226,16 @@ class HealthImagingApi:
             if page is None:
                 return
             number += 1
-            with _named(operation, ""):
+            with _named(operation, subject):
                 token = read_next_token(page)
             yield page
             if token is None:
                 return
             digest = hashlib.blake2b(token.encode("ascii"), digest_size=16).digest()
             if digest in seen:
-                raise malformed(f"{operation}: nextToken repeats (page {number})")
+                raise malformed(f"{operation} {subject}: nextToken repeats (page {number})")
             if number >= max_pages:
-                raise malformed(f"{operation}: more than {max_pages} pages; listing stopped")
+                raise malformed(f"{operation} {subject}: more than {max_pages} pages; stopped")
             seen.add(digest)
 
     def _check_deadline(self, operation: str, deadline: float | None) -> None:
