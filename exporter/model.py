@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -21,6 +22,35 @@ class Version:
     # be most of the memory and of the restart time.
     # Logged once when a failure is first seen; never stored, never a label.
     message: str | None = field(default=None, compare=False)
+
+
+def distinct_versions(versions: Iterable[Version]) -> tuple[Version, ...]:
+    """Return one entry per version id, newest first, whatever order or duplicates came in.
+
+    An answer that lists one version id twice (with two statuses, say) is reduced to one entry
+    chosen by a fixed rank, never by position: an entry in a failure status wins (a failure must
+    not hide behind a healthy duplicate), then the greater status, state, forced flag and
+    message. The same answer, in any order, therefore always gives the same tuple, so polling an
+    unchanged answer again changes nothing and counts nothing.
+    """
+    best: dict[int, Version] = {}
+    for version in versions:
+        kept = best.get(version.version_id)
+        if kept is None or _rank(version) > _rank(kept):
+            best[version.version_id] = version
+    return tuple(best[v_id] for v_id in sorted(best, reverse=True))
+
+
+def _rank(version: Version) -> tuple[bool, str, str, bool, int, str]:
+    primary = {None: 0, False: 1, True: 2}[version.is_primary]
+    return (
+        version.workflow_status in FAILURE_STATUSES,
+        version.workflow_status,
+        version.image_set_state,
+        version.forced,
+        primary,
+        version.message or "",
+    )
 
 
 class ImageSetKey(NamedTuple):
