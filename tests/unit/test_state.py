@@ -32,7 +32,7 @@ class FullDisk(SnapshotStore):
     def apply(
         self,
         snapshot: ImageSetSnapshot,
-        increments: Mapping[CounterKey, int],
+        increments: Mapping[CounterKey, float],
         drop_counters: bool = False,
     ) -> None:
         if self.full:
