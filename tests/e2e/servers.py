@@ -373,6 +373,22 @@ def alertmanager_config(webhook_url: str, group_by: Sequence[str] = ("...",)) ->
     }
 
 
+def shipped_alertmanager_config(path: Path, webhook_base_url: str) -> dict[str, Any]:
+    """A shipped Alertmanager config with second-scale timers; receiver N posts to base/N.
+
+    group_wait and group_interval become 1 s, so a resolve and a re-page show up within seconds;
+    repeat_interval becomes 1 h everywhere, so a repeat cannot be mistaken for a re-page.
+    """
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for route in config["route"].get("routes", []):
+        route.pop("repeat_interval", None)
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            webhook["url"] = f"{webhook_base_url}/{receiver['name']}"
+    return config
+
+
 class WebhookReceiver:
     """Records Alertmanager webhook payloads posted to a loopback HTTP server in a thread."""
 

@@ -19,6 +19,7 @@ from tests.e2e.servers import (
     PrometheusServer,
     WebhookReceiver,
     prometheus_config,
+    shipped_alertmanager_config,
     wait_until,
 )
 
@@ -55,18 +56,6 @@ def accelerated_rules(text: str) -> str:
                 replaced.add(name)
     assert replaced == set(THRESHOLDS), f"rules not found: {set(THRESHOLDS) - replaced}"
     return yaml.safe_dump(rules, sort_keys=False)
-
-
-def alertmanager_test_config(webhook_url: str) -> dict[str, Any]:
-    """The shipped Alertmanager config, receivers pointed at the webhook, timers in seconds."""
-    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER.read_text())
-    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
-    for route in config["route"].get("routes", []):
-        route.pop("repeat_interval", None)
-    for receiver in config["receivers"]:
-        for webhook in receiver.get("webhook_configs", []):
-            webhook["url"] = f"{webhook_url}/{receiver['name']}"
-    return config
 
 
 @dataclass
@@ -106,7 +95,9 @@ def stack() -> Iterator[Stack]:
         hook = WebhookReceiver()
         hook.start()
         started.append(hook)
-        alertmanager = AlertmanagerServer(alertmanager_test_config(hook.url.rsplit("/", 1)[0]))
+        alertmanager = AlertmanagerServer(
+            shipped_alertmanager_config(ALERTMANAGER, hook.url.rsplit("/", 1)[0])
+        )
         alertmanager.start()
         started.append(alertmanager)
         prometheus = PrometheusServer(

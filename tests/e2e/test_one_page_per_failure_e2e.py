@@ -5,11 +5,13 @@ unchanged -> a real Alertmanager -> a webhook receiver in the test. One Promethe
 Alertmanager serve every scenario: each scenario fails its own image set, then disturbs the whole
 pipeline, so every later disturbance also hits the failures of the scenarios before it.
 
-Alertmanager groups by every label (`...`), so each alert is its own group and each payload that
-lists an alert as firing is a page for it; group_wait and group_interval are 1 s, so a resolve and
-a re-page show up within seconds, and repeat_interval is one hour, so a repeat of a page cannot be
-mistaken for a re-page. Long scrape gaps (minutes, hours) are covered exactly by the promtool unit
-tests in tests/e2e/rules/events.test.yml; here the gaps are real and a few seconds long.
+Alertmanager runs the shipped deploy/alertmanager/alertmanager.yml with second-scale timers
+(shipped_alertmanager_config): its paging route makes each failed image set a group of its own, so
+each payload to the paging receiver that lists an alert as firing is a page for it. group_wait and
+group_interval are 1 s, so a resolve and a re-page show up within seconds, and repeat_interval is
+one hour, so a repeat of a page cannot be mistaken for a re-page. Long scrape gaps (minutes,
+hours) and reshards are covered exactly by the promtool unit tests in
+tests/e2e/rules/events.test.yml; here the gaps are real and a few seconds long.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from tests.e2e.servers import (
     ExporterProcess,
     PrometheusServer,
     WebhookReceiver,
-    alertmanager_config,
     prometheus_config,
+    shipped_alertmanager_config,
     wait_until,
 )
 
@@ -40,6 +42,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+PAGER = "healthimaging-page"
 JOB = "healthimaging-exporter"
 DATASTORE = "12345678901234567890123456789012"
 # The demo seed's image set with a COPY_FAILED version: the exporter's baseline records it and
@@ -71,10 +75,12 @@ class Pipeline:
         return image_set
 
     def notifications(self, image_set: str) -> list[str]:
-        """Statuses of every notification of the COPY_FAILED alert of an image set, in order."""
+        """Statuses of every page of the COPY_FAILED alert of an image set, in order."""
         return [
             alert["status"]
-            for alert in self.hook.alerts()
+            for payload in self.hook.payloads
+            if payload["receiver"] == PAGER
+            for alert in payload["alerts"]
             if alert["labels"].get("alertname") == ALERT
             and alert["labels"].get("image_set_id") == image_set
         ]
@@ -96,7 +102,7 @@ class Pipeline:
             timeout=60,
         )
 
-    def settle(self, evaluations: int = 5) -> None:
+    def settle(self, evaluations: int = 3) -> None:
         """Wait for several rule evaluations from now, and the Alertmanager's group interval."""
         start = time.time()
 
@@ -108,7 +114,7 @@ class Pipeline:
 
         wait_until(evaluated, timeout=60, what=f"{evaluations} rule evaluations")
         # group_interval is 1 s: a notification caused by the last evaluation leaves within it.
-        time.sleep(3)
+        time.sleep(2)
 
 
 def _unix(rfc3339: str) -> float:
@@ -147,7 +153,9 @@ def pipeline() -> Iterator[Pipeline]:
     image_sets["seeded"] = SEEDED_FAILURE
     exporter = ExporterProcess(exporter_config(emulator, sorted(image_sets.values())))
     hook = WebhookReceiver()
-    alertmanager = AlertmanagerServer(alertmanager_config(hook.url, group_by=["..."]))
+    alertmanager = AlertmanagerServer(
+        shipped_alertmanager_config(ALERTMANAGER, hook.url.rsplit("/", 1)[0])
+    )
     prometheus = PrometheusServer(
         prometheus_config(
             rule_files=["rules.yml"], alertmanagers=[alertmanager.address], file_sd_jobs=[JOB]
