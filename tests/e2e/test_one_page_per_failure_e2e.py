@@ -225,7 +225,6 @@ def test_each_failure_pages_once_through_restarts_a_rollout_and_a_prometheus_res
     p.wait_for_page(p.fail("sigterm"))
     p.exporter.restart(gap=5, sig=signal.SIGTERM)
     p.wait_for_scrape(p.exporter)
-    p.settle()
 
     # (2) A rolling update: the old process stops, a new one on another address (a new
     # `instance` label) takes over the same state file.
@@ -240,7 +239,6 @@ def test_each_failure_pages_once_through_restarts_a_rollout_and_a_prometheus_res
     p.exporter = new
     p.prometheus.set_file_sd_targets(JOB, [new.address])
     p.wait_for_scrape(new)
-    p.settle()
 
     # (4) Prometheus restarts with its TSDB kept.
     p.wait_for_page(p.fail("prometheus_restart"))
