@@ -124,6 +124,15 @@ def _unix(rfc3339: str) -> float:
     return whole + (float(f"0.{fraction[:6]}") if fraction else 0.0)
 
 
+def last_failure(exporter: ExporterProcess, image_set: str) -> str:
+    """The exporter's last-failure sample line of an image set's COPY_FAILED status."""
+    prefix = "healthimaging_image_set_last_failure_timestamp_seconds{"
+    label = f'image_set_id="{image_set}",workflow_status="COPY_FAILED"'
+    lines = [x for x in exporter.metrics().splitlines() if x.startswith(prefix) and label in x]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def exporter_config(emulator: EmulatorServer, image_sets: list[str]) -> dict[str, Any]:
     """The exporter's config: one data store, the listed image sets, polled every second."""
     return {
@@ -216,8 +225,11 @@ def test_each_failure_pages_once_through_restarts_a_rollout_and_a_prometheus_res
         "image_set_id": p.image_sets["kill_9"],
         "workflow_status": "COPY_FAILED",
     }
+    counted = last_failure(p.exporter, p.image_sets["kill_9"])
     p.exporter.restart(gap=5, sig=signal.SIGKILL)
     p.wait_for_scrape(p.exporter)
+    # The restarted exporter exports the persisted time, not a new one.
+    assert last_failure(p.exporter, p.image_sets["kill_9"]) == counted
     p.settle()
     assert p.sequences()["kill_9"] == ["firing"], p.sequences()
 
@@ -239,6 +251,7 @@ def test_each_failure_pages_once_through_restarts_a_rollout_and_a_prometheus_res
     p.exporter = new
     p.prometheus.set_file_sd_targets(JOB, [new.address])
     p.wait_for_scrape(new)
+    assert last_failure(new, p.image_sets["kill_9"]) == counted
 
     # (4) Prometheus restarts with its TSDB kept.
     p.wait_for_page(p.fail("prometheus_restart"))
