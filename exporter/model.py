@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -98,3 +98,24 @@ FAILED_VERSIONS = "failed_versions"
 FORCED_VERSIONS = "forced_versions"
 IMAGE_SETS_DELETED = "image_sets_deleted"
 COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED)
+
+# Persisted per-series values kept beside the counters but replaced, not added: the Unix time at
+# which this exporter last counted a failed (LAST_FAILURE, per status) or forced (LAST_FORCED)
+# version of an image set. Alert rules key on them (docs/alerting.md), so a scrape gap, a new
+# target label or a Prometheus restart cannot make one failure look new twice.
+LAST_FAILURE = "last_failure"
+LAST_FORCED = "last_forced"
+TIMESTAMP_FAMILIES = frozenset({LAST_FAILURE, LAST_FORCED})
+
+
+def stamp_events(increments: Mapping[CounterKey, float], at: float) -> dict[CounterKey, float]:
+    """Return the increments plus the event timestamps they set; a baseline (none) sets none."""
+    stamped = dict(increments)
+    for key, amount in increments.items():
+        if amount <= 0:
+            continue
+        if key.family == FAILED_VERSIONS:
+            stamped[key._replace(family=LAST_FAILURE)] = at
+        elif key.family == FORCED_VERSIONS:
+            stamped[key._replace(family=LAST_FORCED)] = at
+    return stamped

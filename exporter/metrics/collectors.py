@@ -13,6 +13,8 @@ from exporter.model import (
     FAILURE_STATUSES,
     FORCED_VERSIONS,
     IMAGE_SETS_DELETED,
+    LAST_FAILURE,
+    LAST_FORCED,
     NEW_VERSIONS,
     ImageSetSnapshot,
 )
@@ -114,7 +116,7 @@ class ImageSetCollector:
 
 
 class EventCollector:
-    """The persisted event counters: new, failed and forced versions, deleted image sets."""
+    """The persisted event counters, and the persisted times of the last counted events."""
 
     def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the counter families."""
@@ -138,6 +140,16 @@ class EventCollector:
             "counter",
             "Tracked image sets that disappeared from their data store.",
         )
+        last_failure = Family(
+            "healthimaging_image_set_last_failure_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a version entering this failed status.",
+        )
+        last_forced = Family(
+            "healthimaging_image_set_last_forced_version_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a new version with a forced override.",
+        )
         for key, value in sorted(view.counters.items()):
             if key.family == NEW_VERSIONS:
                 new.add(
@@ -159,7 +171,20 @@ class EventCollector:
                 )
             elif key.family == IMAGE_SETS_DELETED:
                 deleted.add(label_pairs(datastore_id=key.datastore_id), value)
-        yield from (new, failed, forced, deleted)
+            elif key.family == LAST_FAILURE:
+                last_failure.add(
+                    label_pairs(
+                        datastore_id=key.datastore_id,
+                        image_set_id=key.image_set_id,
+                        workflow_status=key.workflow_status,
+                    ),
+                    value,
+                )
+            elif key.family == LAST_FORCED:
+                last_forced.add(
+                    label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
+                )
+        yield from (new, failed, forced, deleted, last_failure, last_forced)
 
 
 class DatastoreCollector:
@@ -202,6 +227,11 @@ class DatastoreCollector:
             "gauge",
             "1 once the inventory backfill of the data store finished.",
         )
+        info = Family(
+            "healthimaging_datastore_info",
+            "gauge",
+            "The data store's AWS region from the configuration (always 1).",
+        )
         tracked: Counter[str] = Counter()
         statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
         forced_counts: Counter[str] = Counter()
@@ -214,6 +244,8 @@ class DatastoreCollector:
                 forced_counts[key.datastore_id] += version.forced
         for ds_id, ds in sorted(view.datastores.items()):
             ds_label = label_pairs(datastore_id=ds_id)
+            if ds.region:
+                info.add(label_pairs(datastore_id=ds_id, region=ds.region), 1)
             if ds.up is not None:
                 up.add(ds_label, 1.0 if ds.up else 0.0)
             if ds.last_success is not None:
@@ -225,5 +257,5 @@ class DatastoreCollector:
             if ds.discovers_all:
                 backfill_listed.add(ds_label, ds.backfill_listed)
                 backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
-        yield from (up, last_success, image_sets, by_status, forced)
+        yield from (up, last_success, image_sets, by_status, forced, info)
         yield from (backfill_listed, backfill_complete)

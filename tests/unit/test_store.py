@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from exporter.model import FAILED_VERSIONS, CounterKey, ImageSetKey, ImageSetSnapshot, Version
+from exporter.model import (
+    FAILED_VERSIONS,
+    LAST_FAILURE,
+    CounterKey,
+    ImageSetKey,
+    ImageSetSnapshot,
+    Version,
+)
 from exporter.store import SCHEMA_VERSION, DatastoreRecord, SnapshotStore, StoreError
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
@@ -101,3 +108,17 @@ def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
     db.close()
     state = SnapshotStore(str(path)).load()
     assert state.image_sets[KEY].versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)
+
+
+def test_event_timestamps_replace_while_counters_add(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
+    store = SnapshotStore(path)
+    store.apply(SNAP, {FAILED: 1, stamp: 1000.0})
+    store.apply(SNAP, {FAILED: 1, stamp: 2000.5})
+    store.close()
+    reopened = SnapshotStore(path)
+    assert reopened.load().counters == {FAILED: 2.0, stamp: 2000.5}
+    reopened.apply(SNAP, {}, drop_counters=True)
+    assert reopened.load().counters == {}
+    reopened.close()
