@@ -288,7 +288,10 @@ class FieldReader:
         text = f"{where or '(top level)'}: {problem}"
         if show_value:
             text += f", got {self.describe(value)}"
-        self.errors.append(text)
+        # Keys come from the file too: a key with a line break must not break the one line.
+        self.errors.append(
+            text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+        )
 
     def mapping(
         self, value: object, where: str, known: tuple[str, ...] | frozenset[str]

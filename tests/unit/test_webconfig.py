@@ -12,7 +12,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exporter.webconfig import (
@@ -393,6 +393,7 @@ def test_challenge_header_names_basic_auth() -> None:
         ),
     ).map(yaml.safe_dump)
 )
+@example("0:\n? '\n\n'\n")  # a key with line breaks once broke the one-line message
 def test_any_text_is_a_web_config_or_one_web_config_error(text: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "web.yml"
