@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.moto import MotoServer
+
 
 @pytest.fixture(autouse=True)
 def dummy_aws_credentials(
@@ -23,3 +25,17 @@ def dummy_aws_credentials(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.fspath(home / "credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     yield
+
+
+@pytest.fixture(scope="session")
+def moto_server_session() -> Iterator[MotoServer]:
+    """One moto standalone server (S3, SQS) per test session, on a free loopback port."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def moto_server(moto_server_session: MotoServer) -> MotoServer:
+    """The session's moto server, emptied of buckets, queues and messages for this test."""
+    moto_server_session.reset()
+    return moto_server_session

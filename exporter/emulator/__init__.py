@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .backend import Backend
 from .errors import ApiError, DatasetError
+from .events import EventSettings
 from .faults import Faults
 from .server import EmulatorServer
 
-__all__ = ["ApiError", "Backend", "DatasetError", "EmulatorServer", "Faults"]
+__all__ = ["ApiError", "Backend", "DatasetError", "EmulatorServer", "EventSettings", "Faults"]

@@ -10,6 +10,7 @@ from typing import Any
 from . import dataset
 from .backend import Backend
 from .errors import ApiError, DatasetError, InternalError, UnknownOperationError, ValidationError
+from .events import EventSettings
 from .faults import Faults
 from .messages import Request, Response, error_response, json_body, json_response
 
@@ -121,6 +122,150 @@ def _put_faults(backend: Backend, request: Request, p: dict[str, str]) -> tuple[
     return _get_faults(backend, request, p)
 
 
+def _number(body: dict[str, Any], name: str, default: Any) -> Any:
+    """An optional int or float field (a JSON number); ValidationException otherwise."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{name} must be a number")
+    return float(value)
+
+
+def _set_datastore_status(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    status = _field(body, "datastoreStatus", str, None)
+    if status is None:
+        raise ValidationError("datastoreStatus is required")
+    after = _number(body, "after", None)
+    if after is None:
+        backend.set_datastore_status(p["ds"], status)
+    else:
+        backend.schedule_datastore_status(p["ds"], status, after)
+    return 200, {}
+
+
+def _start_job(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    defaults: dict[str, Any] = {}
+    for key, name in (
+        ("inputS3Uri", "input_s3_uri"),
+        ("outputS3Uri", "output_s3_uri"),
+        ("dataAccessRoleArn", "data_access_role_arn"),
+    ):
+        value = _field(body, key, str, None)
+        if value is not None:
+            defaults[name] = value
+    job_id = backend.start_import_job(
+        p["ds"],
+        job_name=_field(body, "jobName", str, None),
+        status=_field(body, "status", str, "COMPLETED"),
+        message=_field(body, "message", str, None),
+        imported_files=_field(body, "importedFiles", int, 1),
+        failed_files=_field(body, "failedFiles", int, 0),
+        server_error_files=_field(body, "serverErrorFiles", int, 0),
+        submitted_seconds=_number(body, "submittedSeconds", None),
+        in_progress_seconds=_number(body, "inProgressSeconds", None),
+        **defaults,
+    )
+    return 201, {"jobId": job_id}
+
+
+def _job_outcome(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    status = _field(body, "status", str, None)
+    if status is None:
+        raise ValidationError("status is required")
+    backend.set_import_job_outcome(
+        p["ds"],
+        p["job"],
+        status,
+        message=_field(body, "message", str, None),
+        imported_files=_field(body, "importedFiles", int, None),
+        failed_files=_field(body, "failedFiles", int, 0),
+        server_error_files=_field(body, "serverErrorFiles", int, 0),
+        now=_field(body, "now", bool, False),
+    )
+    return 200, {}
+
+
+def _generate_jobs(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    count = _field(body, "count", int, None)
+    if count is None:
+        raise ValidationError("count is required")
+    ids = backend.generate_import_jobs(
+        p["ds"],
+        count,
+        seed=_field(body, "seed", int, 0),
+        spread_seconds=_number(body, "spreadSeconds", 7 * 86_400.0),
+        failed_ratio=_number(body, "failedRatio", 0.05),
+        active=_field(body, "active", int, 0),
+    )
+    return 201, {"count": len(ids), "jobIds": ids}
+
+
+def _get_timing(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, backend.timing()
+
+
+def _put_timing(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    unknown = sorted(set(body) - set(backend.timing()))
+    if unknown:
+        raise ValidationError(f"unknown timing setting(s): {', '.join(unknown)}")
+    current = backend.timing()
+    merged = {k: _number(body, k, v) for k, v in current.items()}
+    backend.set_import_job_timing(
+        merged["import_job_submitted_seconds"], merged["import_job_in_progress_seconds"]
+    )
+    backend.set_datastore_timing(
+        merged["datastore_creating_seconds"], merged["datastore_deleting_seconds"]
+    )
+    return 200, backend.timing()
+
+
+def _get_events(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, {**backend.event_settings.to_dict(), "counts": backend.event_counts()}
+
+
+def _put_events(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    try:
+        settings = EventSettings.from_dict(json_body(request))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(str(exc)) from None
+    backend.configure_events(settings)
+    return _get_events(backend, request, p)
+
+
+def _recent_events(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, [{"event": r.event, "dropped": r.dropped} for r in backend.recorded_events()]
+
+
+def _get_s3(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    return 200, {"endpoint_url": backend.s3_endpoint_url, "counts": backend.s3_output_counts()}
+
+
+def _put_s3(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    unknown = sorted(set(body) - {"endpoint_url"})
+    if unknown:
+        raise ValidationError(f"unknown S3 setting(s): {', '.join(unknown)}")
+    backend.configure_s3_output(_field(body, "endpoint_url", str, None))
+    return _get_s3(backend, request, p)
+
+
+def _advance(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    backend.advance()
+    return 200, {}
+
+
+def _flush(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
+    body = json_body(request)
+    timeout = _number(body, "timeout", 30.0)
+    return 200, {"flushed": backend.flush(min(timeout, 120.0))}
+
+
 def _get_requests(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
     return 200, backend.request_counts()
 
@@ -143,6 +288,19 @@ ADMIN_ROUTES: tuple[tuple[str, re.Pattern[str], AdminHandler], ...] = tuple(
         ("PUT", rf"{_SET}/versions/(?P<v>[^/]+)", _set_status),
         ("DELETE", _SET, _delete_image_set),
         ("POST", f"{_DS}/generate", _generate),
+        ("PUT", f"{_DS}/status", _set_datastore_status),
+        ("POST", f"{_DS}/importjobs", _start_job),
+        ("POST", f"{_DS}/importjobs/generate", _generate_jobs),
+        ("PUT", rf"{_DS}/importjobs/(?P<job>[^/]+)/outcome", _job_outcome),
+        ("GET", "timing", _get_timing),
+        ("PUT", "timing", _put_timing),
+        ("GET", "events", _get_events),
+        ("PUT", "events", _put_events),
+        ("GET", "events/recent", _recent_events),
+        ("GET", "s3", _get_s3),
+        ("PUT", "s3", _put_s3),
+        ("POST", "advance", _advance),
+        ("POST", "flush", _flush),
         ("GET", "faults", _get_faults),
         ("PUT", "faults", _put_faults),
         ("GET", "requests", _get_requests),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import secrets
 import threading
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import dataset, synthetic
+from . import dataset, events, joboutput, synthetic
 from .errors import (
     AccessDeniedError,
     ConflictError,
@@ -20,16 +21,21 @@ from .errors import (
     NotFoundError,
     ValidationError,
 )
+from .events import EventPublisher, EventSettings, RecordedEvent
 from .faults import Faults, FaultState
+from .joboutput import S3Output
 from .model import (
     DATASTORE_STATUSES,
     ID_PATTERN,
     IMAGE_SET_STATES,
+    JOB_ENDED,
     WORKFLOW_STATUSES,
     Datastore,
     ImageSet,
+    ImportJob,
     Version,
 )
+from .outbox import Outbox
 from .tokens import TokenCodec
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -77,6 +83,15 @@ class Backend:
         self._stores: dict[str, Datastore] = {}
         self._fault_state = FaultState(Faults(), monotonic)
         self._counts: Counter[str] = Counter()
+        # Import jobs and datastores with changes still to come on the clock: advance() visits
+        # only these, so a history of thousands of ended jobs costs nothing per tick.
+        self._active_jobs: dict[tuple[str, str], ImportJob] = {}
+        self._pending_stores: set[str] = set()
+        self._job_timing = (1.0, 5.0)
+        self._datastore_timing = (1.0, 1.0)
+        self._publisher = EventPublisher(EventSettings(), region)
+        self._s3: S3Output | None = None
+        self._outbox: Outbox | None = None
 
     def _now(self) -> float:
         # AWS reports milliseconds; rounding keeps wire values comparable with its examples.
@@ -94,7 +109,8 @@ class Backend:
             if ds_id in self._stores:
                 raise ConflictError(f"Datastore {ds_id} already exists")
             now = self._now()
-            self._stores[ds_id] = Datastore(ds_id, name, status, now, now)
+            store = self._stores[ds_id] = Datastore(ds_id, name, status, now, now)
+            self._datastore_event(store, now)
         return ds_id
 
     def create_image_set(
@@ -118,6 +134,7 @@ class Backend:
             now = self._now()
             first = Version("1", "ACTIVE", workflow_status, now, is_primary=True)
             store.put([ImageSet(set_id, [first], tags, now, now)])
+            self._image_set_event(store, set_id, first, now)
         return set_id
 
     def add_version(
@@ -129,8 +146,12 @@ class Backend:
         forced: bool = False,
         message: str | None = None,
         state: str = "ACTIVE",
+        source_image_set_arn: str | None = None,
     ) -> str:
-        """Append a new latest version (now as updatedAt) and return its version id."""
+        """Append a new latest version (now as updatedAt) and return its version id.
+
+        `source_image_set_arn` goes into the COPYING event (default: this image set's ARN).
+        """
         check_enum(workflow_status, WORKFLOW_STATUSES, "workflowStatus")
         check_enum(state, IMAGE_SET_STATES, "state")
         with self.lock:
@@ -151,6 +172,7 @@ class Backend:
             )
             image_set.versions.append(version)
             store.reindex_updated(image_set, now)
+            self._image_set_event(store, image_set_id, version, now, source_image_set_arn)
         return version.version_id
 
     def set_workflow_status(
@@ -160,9 +182,14 @@ class Backend:
         version_id: str,
         workflow_status: str,
         message: str | None = None,
+        *,
+        state: str | None = None,
+        source_image_set_arn: str | None = None,
     ) -> None:
-        """Change one version's workflow status and message; bumps its and the set's updatedAt."""
+        """Change one version's workflow status, message (and state); bumps updatedAt."""
         check_enum(workflow_status, WORKFLOW_STATUSES, "workflowStatus")
+        if state is not None:
+            check_enum(state, IMAGE_SET_STATES, "state")
         with self.lock:
             store = self.store(datastore_id)
             image_set = self.image_set(store, image_set_id)
@@ -173,17 +200,24 @@ class Backend:
                 raise NotFoundError(f"Image set version {version_id} not found")
             version = image_set.versions[index]
             now = self._now()
-            image_set.versions[index] = dataclasses.replace(
-                version, workflow_status=workflow_status, message=message, updated_at=now
+            changed = image_set.versions[index] = dataclasses.replace(
+                version,
+                workflow_status=workflow_status,
+                message=message,
+                updated_at=now,
+                state=state if state is not None else version.state,
             )
             store.reindex_updated(image_set, now)
+            self._image_set_event(store, image_set_id, changed, now, source_image_set_arn)
 
     def delete_image_set(self, datastore_id: str, image_set_id: str) -> None:
         """Remove an image set entirely: later calls for it get ResourceNotFoundException."""
         with self.lock:
             store = self.store(datastore_id)
-            self.image_set(store, image_set_id)
+            latest = self.image_set(store, image_set_id).latest
             store.drop(image_set_id)
+            gone = dataclasses.replace(latest, state="DELETED", workflow_status="DELETED")
+            self._image_set_event(store, image_set_id, gone, self._now())
 
     def generate(self, datastore_id: str, count: int, *, seed: int = 0) -> list[str]:
         """Add `count` synthetic image sets (deterministic per seed) and return their ids."""
@@ -206,6 +240,8 @@ class Backend:
         stores = dataset.build(dataset.read_source(source), self._now())
         with self.lock:
             self._stores = {s.datastore_id: s for s in stores}
+            self._active_jobs.clear()
+            self._pending_stores.clear()
 
     # -- faults and counters --------------------------------------------------------------
 
@@ -277,3 +313,443 @@ class Backend:
     def datastore_arn(self, datastore_id: str) -> str:
         """The datastore's ARN in this emulator's region and account."""
         return f"arn:aws:medical-imaging:{self.region}:{self.account_id}:datastore/{datastore_id}"
+
+    # -- datastore lifecycle -----------------------------------------------------------------
+
+    def set_datastore_status(self, datastore_id: str, status: str) -> None:
+        """Move a datastore to `status` now (cancels changes still scheduled for it)."""
+        check_enum(status, DATASTORE_STATUSES, "datastoreStatus")
+        with self.lock:
+            store = self.store(datastore_id)
+            store.pending_statuses.clear()
+            self._pending_stores.discard(datastore_id)
+            self._change_datastore_status(store, status, self._now())
+
+    def schedule_datastore_status(self, datastore_id: str, status: str, after: float) -> None:
+        """Move a datastore to `status` `after` seconds from now on the emulator's clock."""
+        check_enum(status, DATASTORE_STATUSES, "datastoreStatus")
+        if after < 0:
+            raise ValidationError(f"after must be >= 0, got {after}")
+        with self.lock:
+            store = self.store(datastore_id)
+            store.pending_statuses.append((self._now() + after, status))
+            store.pending_statuses.sort()
+            self._pending_stores.add(datastore_id)
+        self.advance()
+
+    def set_datastore_timing(self, creating_seconds: float, deleting_seconds: float) -> None:
+        """How long CreateDatastore stays CREATING and DeleteDatastore stays DELETING."""
+        if creating_seconds < 0 or deleting_seconds < 0:
+            raise ValidationError("datastore durations must be >= 0")
+        with self.lock:
+            self._datastore_timing = (creating_seconds, deleting_seconds)
+
+    def create_datastore_async(self, name: str = "datastore") -> str:
+        """CreateDatastore: a new datastore in CREATING that turns ACTIVE on the clock."""
+        ds_id = self.create_datastore(None, name, "CREATING")
+        self.schedule_datastore_status(ds_id, "ACTIVE", self._datastore_timing[0])
+        return ds_id
+
+    def delete_datastore_async(self, datastore_id: str) -> str:
+        """DeleteDatastore: DELETING now, DELETED on the clock; returns the new status."""
+        with self.lock:
+            store = self.store(datastore_id)
+            if store.status not in ("ACTIVE", "CREATE_FAILED"):
+                raise ConflictError(f"Datastore {datastore_id} is {store.status}")
+            if store.image_sets:
+                raise ConflictError(
+                    f"Datastore {datastore_id} still has image sets; delete them first"
+                )
+            self.set_datastore_status(datastore_id, "DELETING")
+            self.schedule_datastore_status(datastore_id, "DELETED", self._datastore_timing[1])
+            return store.status
+
+    def _change_datastore_status(self, store: Datastore, status: str, at: float) -> None:
+        store.status = status
+        store.updated_at = at
+        self._datastore_event(store, at)
+
+    # -- import jobs -------------------------------------------------------------------------
+
+    def timing(self) -> dict[str, float]:
+        """How long import jobs and datastores stay in their transitional statuses."""
+        with self.lock:
+            return {
+                "import_job_submitted_seconds": self._job_timing[0],
+                "import_job_in_progress_seconds": self._job_timing[1],
+                "datastore_creating_seconds": self._datastore_timing[0],
+                "datastore_deleting_seconds": self._datastore_timing[1],
+            }
+
+    def set_import_job_timing(self, submitted_seconds: float, in_progress_seconds: float) -> None:
+        """Default time new import jobs spend SUBMITTED, then IN_PROGRESS (emulator clock)."""
+        if submitted_seconds < 0 or in_progress_seconds < 0:
+            raise ValidationError("import job durations must be >= 0")
+        with self.lock:
+            self._job_timing = (submitted_seconds, in_progress_seconds)
+
+    def start_import_job(
+        self,
+        datastore_id: str,
+        *,
+        input_s3_uri: str = "s3://emulator-input/dicom/",
+        output_s3_uri: str = "s3://emulator-output/import/",
+        data_access_role_arn: str = "arn:aws:iam::123456789012:role/ImportJobDataAccessRole",
+        job_name: str | None = None,
+        client_token: str | None = None,
+        import_configuration: dict[str, Any] | None = None,
+        status: str = "COMPLETED",
+        message: str | None = None,
+        imported_files: int = 1,
+        failed_files: int = 0,
+        server_error_files: int = 0,
+        submitted_seconds: float | None = None,
+        in_progress_seconds: float | None = None,
+    ) -> str:
+        """A new SUBMITTED job (StartDICOMImportJob) and how it will end; returns its jobId.
+
+        It turns IN_PROGRESS after `submitted_seconds` and ends `in_progress_seconds` later
+        (defaults: set_import_job_timing) as `status`, COMPLETED or FAILED, with `message`,
+        and with these file counts in its S3 output. A repeated `client_token` returns the
+        job it first started.
+        """
+        self._check_plan(status, imported_files, failed_files, server_error_files)
+        with self.lock:
+            store = self.store(datastore_id)
+            if store.status != "ACTIVE":
+                raise ConflictError(f"Datastore {datastore_id} is {store.status}, not ACTIVE")
+            if client_token is not None:
+                for job in store.import_jobs.values():
+                    if job.client_token == client_token:
+                        return job.job_id
+            job_id = secrets.token_hex(16)
+            now = self._now()
+            wait = self._job_timing[0] if submitted_seconds is None else submitted_seconds
+            run = self._job_timing[1] if in_progress_seconds is None else in_progress_seconds
+            if wait < 0 or run < 0:
+                raise ValidationError("import job durations must be >= 0")
+            job = ImportJob(
+                job_id=job_id,
+                job_name=job_name or f"emulated-import-{job_id[:8]}",
+                datastore_id=datastore_id,
+                data_access_role_arn=data_access_role_arn,
+                input_s3_uri=input_s3_uri,
+                output_s3_uri=joboutput.job_output_uri(output_s3_uri, datastore_id, job_id),
+                submitted_at=now,
+                starts_at=now + wait,
+                ends_at=now + wait + run,
+                client_token=client_token,
+                import_configuration=import_configuration,
+                plan_status=status,
+                plan_message=message,
+                imported_files=imported_files,
+                failed_files=failed_files,
+                server_error_files=server_error_files,
+            )
+            store.import_jobs[job_id] = job
+            self._active_jobs[(datastore_id, job_id)] = job
+            self._job_event(job, now)
+        self.advance()
+        return job_id
+
+    def set_import_job_outcome(
+        self,
+        datastore_id: str,
+        job_id: str,
+        status: str,
+        *,
+        message: str | None = None,
+        imported_files: int | None = None,
+        failed_files: int = 0,
+        server_error_files: int = 0,
+        now: bool = False,
+    ) -> None:
+        """Decide how a job that has not ended yet will end; `now=True` ends it at once.
+
+        FAILED takes a `message` (a default one otherwise); COMPLETED with `failed_files` is
+        the case AWS reports only in the job's output manifests.
+        """
+        with self.lock:
+            job = self.import_job(self.store(datastore_id), job_id)
+            if job.ended:
+                raise ConflictError(f"Import job {job_id} already ended as {job.status}")
+            self._check_plan(
+                status,
+                job.imported_files if imported_files is None else imported_files,
+                failed_files,
+                server_error_files,
+            )
+            job.plan_status = status
+            job.plan_message = message
+            if imported_files is not None:
+                job.imported_files = imported_files
+            job.failed_files = failed_files
+            job.server_error_files = server_error_files
+            if now:
+                at = self._now()
+                job.starts_at = min(job.starts_at, at)
+                job.ends_at = at
+        self.advance()
+
+    def generate_import_jobs(
+        self,
+        datastore_id: str,
+        count: int,
+        *,
+        seed: int = 0,
+        spread_seconds: float = 7 * 86_400.0,
+        failed_ratio: float = 0.05,
+        active: int = 0,
+    ) -> list[str]:
+        """`count` ended jobs and `active` running ones; returns all their jobIds.
+
+        The ended ones were submitted within `spread_seconds` before now (deterministic per
+        seed, `failed_ratio` of them FAILED) and are history: no events, no S3 output. The
+        active ones are started as start_import_job does and run on the clock.
+        """
+        if count < 0 or active < 0:
+            raise ValidationError("count and active must be >= 0")
+        if not 0.0 <= failed_ratio <= 1.0:
+            raise ValidationError("failed_ratio must be between 0 and 1")
+        rng = random.Random(seed)
+        with self.lock:
+            store = self.store(datastore_id)
+            now = self._now()
+            ids: list[str] = []
+            for i in range(count):
+                job_id = f"{rng.getrandbits(128):032x}"
+                while job_id in store.import_jobs:
+                    job_id = f"{rng.getrandbits(128):032x}"
+                submitted = round(now - spread_seconds * rng.random(), 3)
+                ended = round(min(now, submitted + rng.uniform(30.0, 1800.0)), 3)
+                failed = rng.random() < failed_ratio
+                store.import_jobs[job_id] = ImportJob(
+                    job_id=job_id,
+                    job_name=f"generated-import-{i:05d}",
+                    datastore_id=datastore_id,
+                    data_access_role_arn="arn:aws:iam::123456789012:role/ImportJobDataAccessRole",
+                    input_s3_uri=f"s3://emulator-input/generated/{i:05d}/",
+                    output_s3_uri=joboutput.job_output_uri(
+                        "s3://emulator-output/generated/", datastore_id, job_id
+                    ),
+                    submitted_at=submitted,
+                    starts_at=submitted,
+                    ends_at=ended,
+                    status="FAILED" if failed else "COMPLETED",
+                    ended_at=ended,
+                    message=_DEFAULT_FAILURE if failed else None,
+                    plan_status="FAILED" if failed else "COMPLETED",
+                )
+                ids.append(job_id)
+        ids.extend(
+            self.start_import_job(datastore_id, job_name=f"generated-active-{i:05d}")
+            for i in range(active)
+        )
+        return ids
+
+    @staticmethod
+    def _check_plan(status: str, imported: int, failed: int, server_errors: int) -> None:
+        check_enum(status, tuple(sorted(JOB_ENDED)), "status")
+        if min(imported, failed, server_errors) < 0:
+            raise ValidationError("file counts must be >= 0")
+
+    def import_job(self, store: Datastore, job_id: str) -> ImportJob:
+        """The import job (caller holds the lock); ResourceNotFoundException if absent."""
+        job = store.import_jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"Import job {job_id} not found")
+        return job
+
+    # -- the clock ---------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Apply every job and datastore change whose time has come on the emulator's clock.
+
+        Request handlers call it before reading jobs or datastores, and the server calls it a
+        few times a second so events and S3 output appear on time without any reader.
+        """
+        with self.lock:
+            if not self._active_jobs and not self._pending_stores:
+                return
+            now = self._now()
+            for key, job in list(self._active_jobs.items()):
+                if job.status == "SUBMITTED" and now >= job.starts_at:
+                    job.status = "IN_PROGRESS"
+                    self._job_event(job, job.starts_at)
+                if job.status == "IN_PROGRESS" and now >= job.ends_at:
+                    self._end_job(job)
+                    del self._active_jobs[key]
+            for ds_id in list(self._pending_stores):
+                store = self._stores.get(ds_id)
+                if store is None:
+                    self._pending_stores.discard(ds_id)
+                    continue
+                while store.pending_statuses and store.pending_statuses[0][0] <= now:
+                    at, status = store.pending_statuses.pop(0)
+                    self._change_datastore_status(store, status, at)
+                if not store.pending_statuses:
+                    self._pending_stores.discard(ds_id)
+
+    def _end_job(self, job: ImportJob) -> None:
+        job.status = job.plan_status
+        job.ended_at = job.ends_at
+        job.message = (job.plan_message or _DEFAULT_FAILURE) if job.status == "FAILED" else None
+        image_set_id = None
+        store = self._stores.get(job.datastore_id)
+        if (
+            job.status == "COMPLETED"
+            and job.imported_files > 0
+            and store is not None
+            and store.status == "ACTIVE"
+        ):
+            # The imported files become one image set, as an import of one series does.
+            image_set_id = secrets.token_hex(16)
+            first = Version("1", "ACTIVE", "IMPORTED", job.ends_at, is_primary=True)
+            store.put([ImageSet(image_set_id, [first], {}, job.ends_at, job.ends_at)])
+        self._job_event(job, job.ends_at)
+        if self._s3 is not None:
+            s3, bodies = self._s3, joboutput.objects(job, image_set_id)
+            self._outbox_put(0.0, lambda: s3.write(job.output_s3_uri, bodies))
+
+    # -- events and S3 output ----------------------------------------------------------------
+
+    def configure_events(self, settings: EventSettings) -> None:
+        """Publish events per `settings` from now on (drop stream restarts from its seed)."""
+        publisher = EventPublisher(settings, self.region)
+        with self.lock:
+            self._publisher = publisher
+
+    @property
+    def event_settings(self) -> EventSettings:
+        """The current event settings."""
+        with self.lock:
+            return self._publisher.settings
+
+    def recorded_events(self) -> list[RecordedEvent]:
+        """The last 10,000 events published since configure_events, dropped ones marked."""
+        with self.lock:
+            publisher = self._publisher
+        return publisher.recorded()
+
+    def event_counts(self) -> dict[str, int]:
+        """Events published, dropped, sent to SQS, and failed sends since configure_events."""
+        with self.lock:
+            publisher = self._publisher
+        return publisher.counts()
+
+    def configure_s3_output(self, endpoint_url: str | None) -> None:
+        """Write ended jobs' output to S3 at `endpoint_url` from now on; None stops writing."""
+        s3 = S3Output(endpoint_url, self.region) if endpoint_url is not None else None
+        with self.lock:
+            self._s3 = s3
+
+    def s3_output_counts(self) -> dict[str, int]:
+        """Jobs whose output was written to S3, and writes S3 refused."""
+        with self.lock:
+            s3 = self._s3
+        return s3.counts() if s3 is not None else {"jobs_written": 0, "write_failed": 0}
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        """Where job output is written, or None."""
+        with self.lock:
+            return self._s3.endpoint_url if self._s3 is not None else None
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until queued SQS sends and S3 writes (delayed ones too) are done."""
+        with self.lock:
+            outbox = self._outbox
+        return outbox.flush(timeout) if outbox is not None else True
+
+    def close(self) -> None:
+        """Stop the background sender thread (undelivered messages are dropped); idempotent."""
+        with self.lock:
+            outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.close()
+
+    def _outbox_put(self, delay: float, action: Callable[[], None]) -> None:
+        # Caller holds the lock; the thread starts on first use and after close().
+        if self._outbox is None:
+            self._outbox = Outbox("healthimaging-emulator-outbox")
+        self._outbox.put(delay, action)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        body = self._publisher.publish(event)
+        if body is not None:
+            publisher = self._publisher
+            self._outbox_put(publisher.settings.delay_seconds, lambda: publisher.send(body))
+
+    def _datastore_event(self, store: Datastore, at: float) -> None:
+        self._publish(
+            events.envelope(
+                events.DATASTORE_DETAIL_TYPES[store.status],
+                account=self.account_id,
+                region=self.region,
+                at=at,
+                resources=[self.datastore_arn(store.datastore_id)],
+                detail={
+                    "imagingVersion": events.IMAGING_VERSION,
+                    "datastoreId": store.datastore_id,
+                    "datastoreName": store.name,
+                    "datastoreStatus": store.status,
+                },
+            )
+        )
+
+    def _job_event(self, job: ImportJob, at: float) -> None:
+        self._publish(
+            events.envelope(
+                events.IMPORT_JOB_DETAIL_TYPES[job.status],
+                account=self.account_id,
+                region=self.region,
+                at=at,
+                resources=[self.datastore_arn(job.datastore_id)],
+                detail={
+                    "imagingVersion": events.IMAGING_VERSION,
+                    "datastoreId": job.datastore_id,
+                    "jobId": job.job_id,
+                    "jobName": job.job_name,
+                    "jobStatus": job.status,
+                    "inputS3Uri": job.input_s3_uri,
+                    "outputS3Uri": job.output_s3_uri,
+                },
+            )
+        )
+
+    def _image_set_event(
+        self,
+        store: Datastore,
+        image_set_id: str,
+        version: Version,
+        at: float,
+        source_image_set_arn: str | None = None,
+    ) -> None:
+        detail_type = events.IMAGE_SET_DETAIL_TYPES.get(version.workflow_status or "")
+        if detail_type is None:
+            return  # AWS has no event for this status
+        arn = f"{self.datastore_arn(store.datastore_id)}/imageset/{image_set_id}"
+        detail: dict[str, Any] = {
+            "imagingVersion": events.IMAGING_VERSION,
+            "isPrimary": version.is_primary is not False,
+            "imageSetVersion": version.version_id,
+            "datastoreId": store.datastore_id,
+            "imagesetId": image_set_id,
+            "imageSetState": version.state,
+            "imageSetWorkflowStatus": version.workflow_status,
+        }
+        if version.workflow_status == "COPYING":
+            detail["sourceImageSetArn"] = source_image_set_arn or arn
+        self._publish(
+            events.envelope(
+                detail_type,
+                account=self.account_id,
+                region=self.region,
+                at=at,
+                resources=[arn],
+                detail=detail,
+            )
+        )
+
+
+_DEFAULT_FAILURE = "INTERNAL_ERROR: the import job could not read its input"

@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from .errors import DatasetError
+from .events import EventSettings
 from .server import EmulatorServer
 
 
@@ -24,6 +25,34 @@ def _parser() -> argparse.ArgumentParser:
         "--data", metavar="FILE", help="YAML or JSON dataset (default: the shipped demo data)"
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="write ended import jobs' output (manifest, SUCCESS/, FAILURE/) to this S3",
+    )
+    parser.add_argument(
+        "--events-queue-url", metavar="URL", help="publish HealthImaging events to this SQS queue"
+    )
+    parser.add_argument(
+        "--events-endpoint-url", metavar="URL", help="SQS endpoint (default: the queue's host)"
+    )
+    parser.add_argument(
+        "--events-drop-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="drop this share of events, 0..1 (default 0)",
+    )
+    parser.add_argument(
+        "--events-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="send each event this long after its change (default 0)",
+    )
+    parser.add_argument(
+        "--events-seed", type=int, metavar="N", help="seed of the drop decisions (repeatable)"
+    )
     return parser
 
 
@@ -47,11 +76,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        events = EventSettings(
+            queue_url=args.events_queue_url,
+            endpoint_url=args.events_endpoint_url,
+            drop_ratio=args.events_drop_ratio,
+            delay_seconds=args.events_delay,
+            seed=args.events_seed,
+        )
         server = EmulatorServer(
-            args.host, args.port, args.data if args.data else "demo", verbose=args.verbose
+            args.host,
+            args.port,
+            args.data if args.data else "demo",
+            verbose=args.verbose,
+            events=events,
+            s3_endpoint_url=args.s3_endpoint_url,
         )
         server.start()
-    except (DatasetError, OSError) as exc:
+    except (DatasetError, OSError, ValueError) as exc:
         print(f"healthimaging-emulator: error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

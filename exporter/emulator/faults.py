@@ -21,6 +21,9 @@ class Faults:
     access_denied_datastores: frozenset[str] = field(default_factory=frozenset)
     quota_per_second: float | None = None
     seed: int | None = None
+    # Per-operation quotas (requests per second) override quota_per_second for those
+    # operations, e.g. {"ListDICOMImportJobs": 10, "GetDatastore": 10} as AWS's defaults.
+    operation_quotas: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot mean anything, with the field's name."""
@@ -34,11 +37,17 @@ class Faults:
             raise ValueError(f"malformed_responses must be >= 0, got {self.malformed_responses!r}")
         if self.quota_per_second is not None and self.quota_per_second <= 0:
             raise ValueError(f"quota_per_second must be > 0, got {self.quota_per_second!r}")
+        for operation, rate in self.operation_quotas.items():
+            if not isinstance(operation, str) or isinstance(rate, bool):
+                raise ValueError("operation_quotas maps operation names to numbers")
+            if not isinstance(rate, int | float) or rate <= 0:
+                raise ValueError(f"operation_quotas[{operation!r}] must be > 0, got {rate!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form with the Python field names."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["access_denied_datastores"] = sorted(self.access_denied_datastores)
+        out["operation_quotas"] = dict(self.operation_quotas)
         return out
 
     @classmethod
@@ -54,6 +63,10 @@ class Faults:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ValueError("access_denied_datastores must be a list of strings")
                 kwargs[key] = frozenset(value)
+            elif key == "operation_quotas":
+                if not isinstance(value, dict):
+                    raise ValueError("operation_quotas must be an object")
+                kwargs[key] = dict(value)
             elif key in ("malformed_responses", "seed"):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise ValueError(f"{key} must be an integer")
@@ -113,11 +126,12 @@ class FaultState:
     def admit(self, operation: str) -> None:
         """Raise ThrottlingException or InternalServerException if this request is to fail."""
         f = self._faults
-        if f.quota_per_second is not None:
+        quota = f.operation_quotas.get(operation, f.quota_per_second)
+        if quota is not None:
             now = self._monotonic()
             bucket = self._buckets.get(operation)
             if bucket is None:
-                bucket = self._buckets[operation] = _TokenBucket(f.quota_per_second, now)
+                bucket = self._buckets[operation] = _TokenBucket(quota, now)
             if not bucket.take(now):
                 raise ThrottlingError("Rate exceeded")
         if f.throttle_ratio and self._rng.random() < f.throttle_ratio:

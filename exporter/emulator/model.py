@@ -77,6 +77,9 @@ class Datastore:
     image_sets: dict[str, ImageSet] = field(default_factory=dict)
     by_created: SortedIndex = field(default_factory=SortedIndex)
     by_updated: SortedIndex = field(default_factory=SortedIndex)
+    import_jobs: dict[str, ImportJob] = field(default_factory=dict)
+    # Status changes still to come on the emulator's clock, as (at, status), earliest first.
+    pending_statuses: list[tuple[float, str]] = field(default_factory=list)
 
     def index(self, field_name: str) -> SortedIndex:
         """The sorted index for "createdAt" or "updatedAt"."""
@@ -100,3 +103,41 @@ class Datastore:
         image_set = self.image_sets.pop(image_set_id)
         self.by_created.remove((image_set.created_at, image_set_id))
         self.by_updated.remove((image_set.updated_at, image_set_id))
+
+
+JOB_STATUSES: tuple[str, ...] = ("SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED")
+JOB_ENDED: frozenset[str] = frozenset({"COMPLETED", "FAILED"})
+
+
+@dataclass(slots=True)
+class ImportJob:
+    """A DICOM import job and its plan (when it starts and ends, and how); guarded by the lock.
+
+    `status`, `ended_at` and `message` are what the API shows; the `plan_*` fields say what
+    the job will do when the emulator's clock reaches `starts_at` and `ends_at`.
+    """
+
+    job_id: str
+    job_name: str
+    datastore_id: str
+    data_access_role_arn: str
+    input_s3_uri: str
+    output_s3_uri: str
+    submitted_at: float
+    starts_at: float
+    ends_at: float
+    status: str = "SUBMITTED"
+    ended_at: float | None = None
+    message: str | None = None
+    client_token: str | None = None
+    import_configuration: dict[str, Any] | None = None
+    plan_status: str = "COMPLETED"
+    plan_message: str | None = None
+    imported_files: int = 1
+    failed_files: int = 0
+    server_error_files: int = 0
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job reached COMPLETED or FAILED."""
+        return self.status in JOB_ENDED

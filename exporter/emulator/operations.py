@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from . import search, wire
 from .backend import Backend, check_enum, check_id
 from .errors import ConflictError, NotFoundError, ValidationError
-from .model import DATASTORE_STATUSES, Datastore
+from .model import DATASTORE_STATUSES, JOB_STATUSES, Datastore, ImportJob
 
 DEFAULT_PAGE = 50
 
@@ -127,6 +128,7 @@ def list_datastores(
     if status is not None:
         check_enum(status, DATASTORE_STATUSES, "datastoreStatus")
     limit = check_max_results(max_results)
+    backend.advance()
     scope = f"ListDatastores/{status or ''}"
     after = "" if next_token is None else backend.tokens.decode(scope, next_token)
     if not isinstance(after, str):
@@ -151,6 +153,7 @@ def list_datastores(
 def get_datastore(backend: Backend, datastore_id: str) -> dict[str, Any]:
     """GetDatastore."""
     check_id(datastore_id, "datastoreId")
+    backend.advance()
     with backend.lock:
         store = backend.store(datastore_id)
         return {
@@ -158,3 +161,154 @@ def get_datastore(backend: Backend, datastore_id: str) -> dict[str, Any]:
                 store, backend.datastore_arn(datastore_id)
             )
         }
+
+
+# Member constraints of the service model (StartDICOMImportJobRequest, CreateDatastoreRequest).
+_JOB_NAME = (re.compile(r"[A-Za-z0-9._/#-]+"), 1, 64)
+_ROLE_ARN = (re.compile(r"arn:aws(-[^:]+)?:iam::[0-9]{12}:role/.+"), 20, 2048)
+_CLIENT_TOKEN = (re.compile(r"[A-Za-z0-9._-]+"), 1, 64)
+_S3_URI = (re.compile(r"s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?"), 1, 1024)
+_ACCOUNT_ID = (re.compile(r"\d+"), 12, 12)
+_DATASTORE_NAME = (re.compile(r"[A-Za-z0-9._/#-]+"), 1, 256)
+_JOB_ID = (re.compile(r"[0-9a-z]+"), 1, 32)
+
+
+def _member(
+    body: Mapping[str, Any],
+    name: str,
+    constraint: tuple[re.Pattern[str], int, int],
+    *,
+    required: bool,
+) -> str | None:
+    """One string member checked against the model, ValidationException worded like AWS."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(
+                f"1 validation error detected: Value null at '{name}' failed to satisfy "
+                "constraint: Member must not be null"
+            )
+        return None
+    return check_string(value, name, constraint)
+
+
+def check_string(value: Any, name: str, constraint: tuple[re.Pattern[str], int, int]) -> str:
+    """A string within the model's length bounds and pattern, or ValidationException."""
+    pattern, low, high = constraint
+    if not isinstance(value, str):
+        raise ValidationError(f"1 validation error detected: '{name}' must be a string")
+    if not low <= len(value) <= high:
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{name}' failed to satisfy "
+            f"constraint: Member must have length between {low} and {high}"
+        )
+    if not pattern.fullmatch(value):
+        raise ValidationError(
+            f"1 validation error detected: Value '{value}' at '{name}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
+        )
+    return value
+
+
+def start_dicom_import_job(
+    backend: Backend, datastore_id: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """StartDICOMImportJob: a SUBMITTED job that moves on the emulator's clock."""
+    check_id(datastore_id, "datastoreId")
+    role = _member(body, "dataAccessRoleArn", _ROLE_ARN, required=True)
+    token = _member(body, "clientToken", _CLIENT_TOKEN, required=True)
+    input_uri = _member(body, "inputS3Uri", _S3_URI, required=True)
+    output_uri = _member(body, "outputS3Uri", _S3_URI, required=True)
+    name = _member(body, "jobName", _JOB_NAME, required=False)
+    _member(body, "inputOwnerAccountId", _ACCOUNT_ID, required=False)
+    config = body.get("importConfiguration")
+    if config is not None and not isinstance(config, dict):
+        raise ValidationError("1 validation error detected: 'importConfiguration' must be a map")
+    assert role is not None and token is not None and input_uri is not None
+    assert output_uri is not None
+    job_id = backend.start_import_job(
+        datastore_id,
+        input_s3_uri=input_uri,
+        output_s3_uri=output_uri,
+        data_access_role_arn=role,
+        job_name=name,
+        client_token=token,
+        import_configuration=config,
+    )
+    with backend.lock:
+        job = backend.import_job(backend.store(datastore_id), job_id)
+        return {
+            "datastoreId": datastore_id,
+            "jobId": job_id,
+            "jobStatus": job.status,
+            "submittedAt": job.submitted_at,
+        }
+
+
+def _job_key(job: ImportJob) -> tuple[float, str]:
+    return (job.submitted_at, job.job_id)
+
+
+def list_dicom_import_jobs(
+    backend: Backend,
+    datastore_id: str,
+    status: str | None = None,
+    max_results: int | None = None,
+    next_token: str | None = None,
+) -> dict[str, Any]:
+    """ListDICOMImportJobs: newest submittedAt first; the cursor is the last (time, id) sent."""
+    check_id(datastore_id, "datastoreId")
+    if status is not None:
+        check_enum(status, JOB_STATUSES, "jobStatus")
+    limit = check_max_results(max_results)
+    scope = f"ListDICOMImportJobs/{datastore_id}/{status or ''}"
+    before: tuple[float, str] | None = None
+    if next_token is not None:
+        cursor = backend.tokens.decode(scope, next_token)
+        if not (isinstance(cursor, list) and len(cursor) == 2):
+            raise ValidationError("Invalid nextToken")
+        before = (float(cursor[0]), str(cursor[1]))
+    backend.advance()
+    with backend.lock:
+        store = backend.store(datastore_id)
+        jobs = sorted(
+            (
+                j
+                for j in store.import_jobs.values()
+                if (status is None or j.status == status)
+                and (before is None or _job_key(j) < before)
+            ),
+            key=_job_key,
+            reverse=True,
+        )
+        page = jobs[:limit]
+        out: dict[str, Any] = {"jobSummaries": [wire.import_job_summary(j) for j in page]}
+    if len(jobs) > limit:
+        out["nextToken"] = backend.tokens.encode(scope, list(_job_key(page[-1])))
+    return out
+
+
+def get_dicom_import_job(backend: Backend, datastore_id: str, job_id: str) -> dict[str, Any]:
+    """GetDICOMImportJob."""
+    check_id(datastore_id, "datastoreId")
+    check_string(job_id, "jobId", _JOB_ID)
+    backend.advance()
+    with backend.lock:
+        job = backend.import_job(backend.store(datastore_id), job_id)
+        return {"jobProperties": wire.import_job_properties(job)}
+
+
+def create_datastore(backend: Backend, body: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateDatastore: CREATING now, ACTIVE after the datastore timing."""
+    _member(body, "clientToken", _CLIENT_TOKEN, required=True)
+    name = _member(body, "datastoreName", _DATASTORE_NAME, required=False)
+    ds_id = backend.create_datastore_async(name or "datastore")
+    with backend.lock:
+        return {"datastoreId": ds_id, "datastoreStatus": backend.store(ds_id).status}
+
+
+def delete_datastore(backend: Backend, datastore_id: str) -> dict[str, Any]:
+    """DeleteDatastore: DELETING now, DELETED after the datastore timing."""
+    check_id(datastore_id, "datastoreId")
+    status = backend.delete_datastore_async(datastore_id)
+    return {"datastoreId": datastore_id, "datastoreStatus": status}

@@ -70,6 +70,32 @@ def _get_datastore(backend: Backend, request: Request, p: dict[str, str]) -> dic
     return operations.get_datastore(backend, p["datastoreId"])
 
 
+def _create_datastore(backend: Backend, request: Request, p: dict[str, str]) -> dict[str, Any]:
+    return operations.create_datastore(backend, json_body(request))
+
+
+def _delete_datastore(backend: Backend, request: Request, p: dict[str, str]) -> dict[str, Any]:
+    return operations.delete_datastore(backend, p["datastoreId"])
+
+
+def _start_job(backend: Backend, request: Request, p: dict[str, str]) -> dict[str, Any]:
+    return operations.start_dicom_import_job(backend, p["datastoreId"], json_body(request))
+
+
+def _list_jobs(backend: Backend, request: Request, p: dict[str, str]) -> dict[str, Any]:
+    return operations.list_dicom_import_jobs(
+        backend,
+        p["datastoreId"],
+        request.query.get("jobStatus"),
+        int_param(request, "maxResults"),
+        request.query.get("nextToken"),
+    )
+
+
+def _get_job(backend: Backend, request: Request, p: dict[str, str]) -> dict[str, Any]:
+    return operations.get_dicom_import_job(backend, p["datastoreId"], p["jobId"])
+
+
 _SEG = r"[^/]+"
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -96,8 +122,33 @@ ROUTES: tuple[Route, ...] = (
         _search,
     ),
     Route("ListDatastores", "GET", re.compile(r"/datastore"), _list_datastores),
+    Route("CreateDatastore", "POST", re.compile(r"/datastore"), _create_datastore),
     Route(
         "GetDatastore", "GET", re.compile(rf"/datastore/(?P<datastoreId>{_SEG})"), _get_datastore
+    ),
+    Route(
+        "DeleteDatastore",
+        "DELETE",
+        re.compile(rf"/datastore/(?P<datastoreId>{_SEG})"),
+        _delete_datastore,
+    ),
+    Route(
+        "StartDICOMImportJob",
+        "POST",
+        re.compile(rf"/startDICOMImportJob/datastore/(?P<datastoreId>{_SEG})"),
+        _start_job,
+    ),
+    Route(
+        "ListDICOMImportJobs",
+        "GET",
+        re.compile(rf"/listDICOMImportJobs/datastore/(?P<datastoreId>{_SEG})"),
+        _list_jobs,
+    ),
+    Route(
+        "GetDICOMImportJob",
+        "GET",
+        re.compile(rf"/getDICOMImportJob/datastore/(?P<datastoreId>{_SEG})/job/(?P<jobId>{_SEG})"),
+        _get_job,
     ),
 )
 

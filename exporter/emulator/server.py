@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from . import admin, routes
 from .backend import Backend
 from .dataset import demo_path
+from .events import EventSettings
 from .messages import Request, Response
 
 log = logging.getLogger("exporter.emulator")
@@ -155,14 +156,29 @@ class EmulatorServer:
         *,
         backend: Backend | None = None,
         verbose: bool = False,
+        events: EventSettings | None = None,
+        s3_endpoint_url: str | None = None,
+        tick_seconds: float = 0.1,
     ) -> None:
-        """Load `dataset` ("demo", None for empty, a file path or dict) into the backend."""
+        """Load `dataset` ("demo", None for empty, a file path or dict) into the backend.
+
+        `events` publishes HealthImaging events (to SQS if it names a queue);
+        `s3_endpoint_url` makes ended import jobs write their output to that S3;
+        every `tick_seconds` the server applies the changes due on the emulator's clock.
+        """
         self.host = host
         self._requested_port = port
         self.backend = backend if backend is not None else Backend()
         if dataset is not None:
             self.backend.load_dataset(demo_path() if dataset == "demo" else dataset)
+        if events is not None:
+            self.backend.configure_events(events)
+        if s3_endpoint_url is not None:
+            self.backend.configure_s3_output(s3_endpoint_url)
         self._verbose = verbose
+        self._tick_seconds = tick_seconds
+        self._ticking = threading.Event()
+        self._ticker: threading.Thread | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
@@ -193,8 +209,22 @@ class EmulatorServer:
             daemon=True,
         )
         self._thread.start()
+        self._ticking.clear()
+        self._ticker = threading.Thread(
+            target=self._tick, name=f"healthimaging-emulator-clock:{self.port}", daemon=True
+        )
+        self._ticker.start()
         self.ready.set()
         return self
+
+    def _tick(self) -> None:
+        # Jobs and datastores change on the clock even when nobody asks: events and S3 output
+        # must appear on time for a consumer that only listens.
+        while not self._ticking.wait(self._tick_seconds):
+            try:
+                self.backend.advance()
+            except Exception as exc:  # the clock must keep ticking whatever one change does
+                log.warning("emulator clock tick failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
         """Stop serving, close open connections and join all threads; safe to call twice."""
@@ -202,12 +232,19 @@ class EmulatorServer:
             server, thread = self._server, self._thread
             if server is None or thread is None:
                 return
+            self._ticking.set()
+            if self._ticker is not None:
+                self._ticker.join()
+                self._ticker = None
             server.shutdown()
             server.close_connections()
             # server_close joins the handler threads (ThreadingMixIn.block_on_close).
             server.server_close()
             thread.join()
             self._thread = None
+            # The background sender belongs to the running emulator; messages not yet sent
+            # are dropped, as a process that exits drops them.
+            self.backend.close()
             self.ready.clear()
 
     def __enter__(self) -> EmulatorServer:

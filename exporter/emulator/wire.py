@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Datastore, ImageSet, Version
+from .model import Datastore, ImageSet, ImportJob, Version
 
 
 def _put(out: dict[str, Any], key: str, value: Any) -> None:
@@ -75,3 +75,28 @@ def datastore_properties(store: Datastore, arn: str) -> dict[str, Any]:
         "createdAt": store.created_at,
         "updatedAt": store.updated_at,
     }
+
+
+def import_job_summary(job: ImportJob) -> dict[str, Any]:
+    """DICOMImportJobSummary: no S3 URIs here, unlike the job's properties."""
+    out: dict[str, Any] = {
+        "jobId": job.job_id,
+        "jobName": job.job_name,
+        "jobStatus": job.status,
+        "datastoreId": job.datastore_id,
+        "dataAccessRoleArn": job.data_access_role_arn,
+    }
+    _put(out, "endedAt", job.ended_at)
+    out["submittedAt"] = job.submitted_at
+    _put(out, "message", job.message)
+    return out
+
+
+def import_job_properties(job: ImportJob) -> dict[str, Any]:
+    """DICOMImportJobProperties; outputS3Uri is the job's own folder, as AWS reports it."""
+    out = import_job_summary(job)
+    out["inputS3Uri"] = job.input_s3_uri
+    out["outputS3Uri"] = job.output_s3_uri
+    if job.import_configuration is not None:
+        out["importConfiguration"] = job.import_configuration
+    return out

@@ -123,7 +123,7 @@ def test_unsigned_request_is_refused_and_counted(backend: Backend) -> None:
 
 
 def test_unknown_route_and_wrong_method(backend: Backend) -> None:
-    for method, path in [("GET", "/nope"), ("DELETE", f"/datastore/{DS}"), ("GET", LIST_PATH)]:
+    for method, path in [("GET", "/nope"), ("PATCH", f"/datastore/{DS}"), ("GET", LIST_PATH)]:
         response = call(backend, method, path)
         assert response.status == 404 and error_type(response) == "UnknownOperationException"
         assert "message" in json.loads(response.body)
