@@ -331,11 +331,13 @@ class Backend:
         if after < 0:
             raise ValidationError(f"after must be >= 0, got {after}")
         with self.lock:
-            store = self.store(datastore_id)
-            store.pending_statuses.append((self._now() + after, status))
-            store.pending_statuses.sort()
-            self._pending_stores.add(datastore_id)
+            self._schedule(self.store(datastore_id), status, after)
         self.advance()
+
+    def _schedule(self, store: Datastore, status: str, after: float) -> None:
+        store.pending_statuses.append((self._now() + after, status))
+        store.pending_statuses.sort()
+        self._pending_stores.add(store.datastore_id)
 
     def set_datastore_timing(self, creating_seconds: float, deleting_seconds: float) -> None:
         """How long CreateDatastore stays CREATING and DeleteDatastore stays DELETING."""
@@ -347,7 +349,9 @@ class Backend:
     def create_datastore_async(self, name: str = "datastore") -> str:
         """CreateDatastore: a new datastore in CREATING that turns ACTIVE on the clock."""
         ds_id = self.create_datastore(None, name, "CREATING")
-        self.schedule_datastore_status(ds_id, "ACTIVE", self._datastore_timing[0])
+        with self.lock:
+            # Not advanced here: the answer says CREATING even when the change is due at once.
+            self._schedule(self.store(ds_id), "ACTIVE", self._datastore_timing[0])
         return ds_id
 
     def delete_datastore_async(self, datastore_id: str) -> str:
@@ -361,7 +365,7 @@ class Backend:
                     f"Datastore {datastore_id} still has image sets; delete them first"
                 )
             self.set_datastore_status(datastore_id, "DELETING")
-            self.schedule_datastore_status(datastore_id, "DELETED", self._datastore_timing[1])
+            self._schedule(store, "DELETED", self._datastore_timing[1])
             return store.status
 
     def _change_datastore_status(self, store: Datastore, status: str, at: float) -> None:
@@ -449,7 +453,6 @@ class Backend:
             store.import_jobs[job_id] = job
             self._active_jobs[(datastore_id, job_id)] = job
             self._job_event(job, now)
-        self.advance()
         return job_id
 
     def set_import_job_outcome(

@@ -240,7 +240,7 @@ def start_dicom_import_job(
         return {
             "datastoreId": datastore_id,
             "jobId": job_id,
-            "jobStatus": job.status,
+            "jobStatus": "SUBMITTED",  # what StartDICOMImportJob answers, however fast it runs
             "submittedAt": job.submitted_at,
         }
 
