@@ -42,7 +42,7 @@ class ServerLimits:
     header_timeout: float = 10.0  # a whole request line and headers, however slowly they drip
     idle_timeout: float = 120.0  # between keep-alive requests; above any usual scrape interval
     write_timeout: float = 60.0  # each send to a client that stops reading
-    max_connections: int = 64  # open at once; more are turned away with a 503
+    max_connections: int = 256  # open at once (a thread each); more are turned away with a 503
     backlog: int = socket.SOMAXCONN  # the kernel caps it at net.core.somaxconn
     max_body: int = 1 << 16  # a larger request body is refused (no endpoint reads one)
 
@@ -389,6 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.
         self.close_connection = True
+        self.connection.settimeout(self.server.limits.write_timeout)  # not the read deadline's
         if self.request_version == "HTTP/0.9":  # an unparsable request line: answer in 1.0
             self.request_version = "HTTP/1.0"
         self._send(code, f"{message or 'Bad Request'}\n".encode())
