@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 FAILURE_STATUSES = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
+# The model's ImageSetWorkflowStatus values of a workflow still running: one that stays too long
+# is stuck, a failure in waiting.
+IN_PROGRESS_STATUSES = frozenset(
+    {
+        "COPYING",
+        "COPYING_WITH_READ_ONLY_ACCESS",
+        "UPDATING",
+        "UPDATING_FOR_STUDY_CONSISTENCY",
+        "IMPORTING",
+        "DELETING",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +29,23 @@ class Version:
     image_set_state: str
     forced: bool = False
     is_primary: bool | None = None
-    # Timestamps are not kept: no metric needs them, and at half a million versions they would
-    # be most of the memory and of the restart time.
+    # Kept (and stored) only while the version is in an in-progress status: its updatedAt, else
+    # its createdAt. Few versions are in progress at any time, so memory stays flat, and every
+    # other version keeps None and stays shared with its equals (see store.py's version cache).
+    started_at: float | None = None
+    # The bounded code of a failed version's message (exporter.reasons); None for the others.
+    reason: str | None = None
     # Logged once when a failure is first seen; never stored, never a label.
     message: str | None = field(default=None, compare=False)
+    # The listing's updatedAt, else createdAt, of every version: read once, for the first sight
+    # of an image set moved here by a reshard; dropped before the version is kept (settled()).
+    changed_at: float | None = field(default=None, compare=False)
+
+    def settled(self) -> Version:
+        """Return this version without what only its first diff needs (message, changed_at)."""
+        if self.message is None and self.changed_at is None:
+            return self
+        return replace(self, message=None, changed_at=None)
 
 
 class ImageSetKey(NamedTuple):
@@ -61,10 +86,12 @@ class CounterKey(NamedTuple):
     datastore_id: str
     image_set_id: str = ""
     workflow_status: str = ""
+    reason: str = ""
 
 
 NEW_VERSIONS = "new_versions"
 FAILED_VERSIONS = "failed_versions"
 FORCED_VERSIONS = "forced_versions"
 IMAGE_SETS_DELETED = "image_sets_deleted"
-COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED)
+FAILURES = "failures"  # by data store, workflow status and reason
+COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED, FAILURES)

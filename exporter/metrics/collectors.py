@@ -11,11 +11,16 @@ from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     FAILED_VERSIONS,
     FAILURE_STATUSES,
+    FAILURES,
     FORCED_VERSIONS,
     IMAGE_SETS_DELETED,
+    IN_PROGRESS_STATUSES,
     NEW_VERSIONS,
+    CounterKey,
     ImageSetSnapshot,
+    Version,
 )
+from exporter.reasons import known_reasons, label_reasons, shown_reason
 
 
 class FleetCollector(Protocol):
@@ -32,12 +37,49 @@ def _bool_label(value: bool | None) -> str:
 def _shows_image_set(snapshot: ImageSetSnapshot, datastore: DatastoreView | None) -> bool:
     if snapshot.is_deleted:
         return False
-    mode = datastore.per_image_set if datastore is not None else "all"
+    mode = _mode(datastore)
     if mode == "all":
         return True
     if mode == "none":
         return False
     return any(v.forced or v.workflow_status in FAILURE_STATUSES for v in snapshot.versions)
+
+
+def _mode(datastore: DatastoreView | None) -> str:
+    return datastore.per_image_set if datastore is not None else "all"
+
+
+def _last_failure(snapshot: ImageSetSnapshot) -> Version | None:
+    return max(
+        (v for v in snapshot.versions if v.workflow_status in FAILURE_STATUSES),
+        key=lambda v: v.version_id,
+        default=None,
+    )
+
+
+def _oldest_in_progress(snapshot: ImageSetSnapshot) -> dict[str, float]:
+    """Return, per in-progress status with a known start, the oldest start."""
+    oldest: dict[str, float] = {}
+    for v in snapshot.versions:
+        if v.started_at is not None and v.workflow_status in IN_PROGRESS_STATUSES:
+            known = oldest.get(v.workflow_status)
+            oldest[v.workflow_status] = v.started_at if known is None else min(known, v.started_at)
+    return oldest
+
+
+def _info_reasons(view: FleetView) -> dict[str, frozenset[str]]:
+    """Per data store, the reasons a last-failure info series may carry (bounded as counted)."""
+    counter_keys: list[CounterKey] = [k for k in view.counters if k.family == FAILURES]
+    candidates: dict[str, set[str | None]] = {ds: set() for ds in view.datastores}
+    for key, snapshot in view.image_sets.items():
+        if key.datastore_id in candidates and not snapshot.is_deleted:
+            last = _last_failure(snapshot)
+            if last is not None:
+                candidates[key.datastore_id].add(last.reason)
+    return {
+        ds: label_reasons(known_reasons(counter_keys, ds), codes)
+        for ds, codes in candidates.items()
+    }
 
 
 class ImageSetCollector:
@@ -72,14 +114,18 @@ class ImageSetCollector:
         )
         # Label prefixes built once; each family's lines are generated while they are encoded,
         # so a hundred thousand image sets never hold their lines in memory at once.
+        shown_keys = [
+            (key, snapshot)
+            for key, snapshot in sorted(view.image_sets.items())
+            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
+        ]
         shown = [
             (
                 f'datastore_id="{escape_label_value(key.datastore_id)}",'
                 f'image_set_id="{escape_label_value(key.image_set_id)}"',
                 snapshot,
             )
-            for key, snapshot in sorted(view.image_sets.items())
-            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
+            for key, snapshot in shown_keys
         ]
         versions.lines = (versions.sample(labels, len(s.versions)) for labels, s in shown)
         yield versions
@@ -111,6 +157,51 @@ class ImageSetCollector:
             if top
         )
         yield info
+        last_failure = Family(
+            "healthimaging_image_set_last_failure_info",
+            "gauge",
+            "The image set's latest version in a failed status, with its bounded reason "
+            "(the message's leading code, or other); always 1.",
+        )
+        reasons = _info_reasons(view)
+        failures = [
+            (labels, key.datastore_id, _last_failure(s))
+            for (labels, s), (key, _) in zip(shown, shown_keys, strict=True)
+        ]
+        last_failure.lines = (
+            last_failure.sample(
+                labels
+                + ","
+                + label_pairs(
+                    workflow_status=top.workflow_status,
+                    reason=shown_reason(top.reason, reasons.get(ds_id, frozenset())),
+                ),
+                1,
+            )
+            for labels, ds_id, top in failures
+            if top
+        )
+        yield last_failure
+        in_progress = Family(
+            "healthimaging_image_set_in_progress_since_timestamp_seconds",
+            "gauge",
+            "Unix time the image set's oldest version in an in-progress workflow status entered "
+            "it (updatedAt, else createdAt).",
+        )
+        # Shown in failures_only too: a stuck copy is a failure in waiting, and few versions are
+        # in progress at any time.
+        in_progress.lines = (
+            in_progress.sample(
+                f'datastore_id="{escape_label_value(key.datastore_id)}",'
+                f'image_set_id="{escape_label_value(key.image_set_id)}",'
+                f'workflow_status="{escape_label_value(status)}"',
+                started,
+            )
+            for key, snapshot in sorted(view.image_sets.items())
+            if not snapshot.is_deleted and _mode(view.datastores.get(key.datastore_id)) != "none"
+            for status, started in sorted(_oldest_in_progress(snapshot).items())
+        )
+        yield in_progress
 
 
 class EventCollector:
@@ -138,6 +229,12 @@ class EventCollector:
             "counter",
             "Tracked image sets that disappeared from their data store.",
         )
+        failures = Family(
+            "healthimaging_failures",
+            "counter",
+            "Versions seen entering a failed status, by the bounded reason of their message "
+            "(its leading code, or other).",
+        )
         for key, value in sorted(view.counters.items()):
             if key.family == NEW_VERSIONS:
                 new.add(
@@ -159,7 +256,16 @@ class EventCollector:
                 )
             elif key.family == IMAGE_SETS_DELETED:
                 deleted.add(label_pairs(datastore_id=key.datastore_id), value)
-        yield from (new, failed, forced, deleted)
+            elif key.family == FAILURES:
+                failures.add(
+                    label_pairs(
+                        datastore_id=key.datastore_id,
+                        workflow_status=key.workflow_status,
+                        reason=key.reason,
+                    ),
+                    value,
+                )
+        yield from (new, failed, forced, deleted, failures)
 
 
 class DatastoreCollector:
@@ -202,6 +308,18 @@ class DatastoreCollector:
             "gauge",
             "1 once the inventory backfill of the data store finished.",
         )
+        in_progress = Family(
+            "healthimaging_datastore_in_progress_versions",
+            "gauge",
+            "Versions of all tracked image sets in an in-progress workflow status.",
+        )
+        oldest = Family(
+            "healthimaging_datastore_oldest_in_progress_version_timestamp_seconds",
+            "gauge",
+            "Unix time the oldest version in an in-progress workflow status entered it "
+            "(updatedAt, else createdAt); absent when none is in progress.",
+        )
+        oldest_started: dict[str, dict[str, float]] = {ds: {} for ds in view.datastores}
         tracked: Counter[str] = Counter()
         statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
         forced_counts: Counter[str] = Counter()
@@ -212,6 +330,11 @@ class DatastoreCollector:
             for version in snapshot.versions:
                 statuses[key.datastore_id][version.workflow_status] += 1
                 forced_counts[key.datastore_id] += version.forced
+            for status, started in _oldest_in_progress(snapshot).items():
+                known = oldest_started[key.datastore_id].get(status)
+                oldest_started[key.datastore_id][status] = (
+                    started if known is None else min(known, started)
+                )
         for ds_id, ds in sorted(view.datastores.items()):
             ds_label = label_pairs(datastore_id=ds_id)
             if ds.up is not None:
@@ -222,8 +345,15 @@ class DatastoreCollector:
             for status, count in sorted(statuses[ds_id].items()):
                 by_status.add(f'{ds_label},workflow_status="{escape_label_value(status)}"', count)
             forced.add(ds_label, forced_counts[ds_id])
+            # Every in-progress status, 0 included: few series, and a stuck count reads as such.
+            for status in sorted(IN_PROGRESS_STATUSES):
+                status_label = f'{ds_label},workflow_status="{status}"'
+                in_progress.add(status_label, statuses[ds_id][status])
+                oldest_at = oldest_started[ds_id].get(status)
+                if oldest_at is not None:
+                    oldest.add(status_label, oldest_at)
             if ds.discovers_all:
                 backfill_listed.add(ds_label, ds.backfill_listed)
                 backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
-        yield from (up, last_success, image_sets, by_status, forced)
+        yield from (up, last_success, image_sets, by_status, forced, in_progress, oldest)
         yield from (backfill_listed, backfill_complete)
