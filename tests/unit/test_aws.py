@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from exporter.aws import ApiError, ClientFactory, classify_error_code, parse_version
@@ -98,3 +100,45 @@ def test_missing_workflow_status_is_passed_through_as_unknown() -> None:
 )
 def test_error_codes_map_to_outcomes(code: str, status: int, outcome: str) -> None:
     assert classify_error_code(code, status) == outcome
+
+
+def test_in_progress_version_keeps_when_it_entered_its_status() -> None:
+    created = datetime(2023, 3, 28, 18, 12, 6, 436000, tzinfo=UTC)  # botocore gives datetimes
+    updated = datetime(2023, 3, 28, 18, 50, 36, 304000, tzinfo=UTC)
+    item = {
+        "versionId": "3",
+        "imageSetState": "LOCKED",
+        "ImageSetWorkflowStatus": "COPYING",
+        "createdAt": created,
+        "updatedAt": updated,
+    }
+    version = parse_version(item)
+    assert version.started_at == updated.timestamp() == version.changed_at
+    assert parse_version({**item, "updatedAt": None}).started_at == created.timestamp()
+    # Any other status keeps no timestamp: the listing's stays transient (changed_at).
+    done = parse_version({**item, "ImageSetWorkflowStatus": "COPIED"})
+    assert done.started_at is None and done.changed_at == updated.timestamp()
+    assert done.settled() == done and done.settled().changed_at is None
+
+
+def test_a_garbled_timestamp_costs_the_age_not_the_listing() -> None:
+    item = {"versionId": "3", "imageSetState": "ACTIVE", "ImageSetWorkflowStatus": "UPDATING"}
+    for bad in ("yesterday", float("nan"), True, {"a": 1}):
+        version = parse_version({**item, "updatedAt": bad})
+        assert version.started_at is None and version.workflow_status == "UPDATING"
+
+
+def test_failed_version_keeps_only_the_code_of_its_message() -> None:
+    item = {
+        "versionId": "2",
+        "imageSetState": "ACTIVE",
+        "ImageSetWorkflowStatus": "COPY_FAILED",
+        "message": "INVALID_REQUEST:  Series of SourceImageSet and DestinationImageSet "
+        "don't match.",
+    }
+    version = parse_version(item)
+    assert version.reason == "INVALID_REQUEST" and version.started_at is None
+    assert version.settled().message is None
+    assert parse_version({**item, "message": "Series did not match"}).reason == "other"
+    # A message on a version that did not fail gives no reason.
+    assert parse_version({**item, "ImageSetWorkflowStatus": "COPIED"}).reason is None
