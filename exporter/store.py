@@ -58,7 +58,7 @@ def _encode_version(v: Version) -> list[object]:
         int(v.forced),
         None if v.is_primary is None else int(v.is_primary),
     ]
-    # An object, never a number, in the sixth place: rows from before 0.1 hold timestamps there.
+    # An object, never a number, in the sixth place: rows from before 0.1 hold a timestamp there.
     extra: dict[str, object] = {}
     if v.started_at is not None:
         extra["s"] = v.started_at
@@ -80,7 +80,7 @@ def _decode_versions(rows: list[list[object]], cache: VersionCache) -> tuple[Ver
     # Versions are immutable and repeat across image sets (version 1, IMPORTED, ACTIVE, ...):
     # one shared object per distinct row keeps 500,000 versions to a few hundred objects.
     # Rows written before version 0.1 also hold three timestamps, which are no longer kept;
-    # since 0.2 an optional sixth element, an object, holds started_at ("s") and reason ("r").
+    # since schema 3 an optional sixth element, an object, holds started_at ("s") and reason ("r").
     result = []
     for row in rows:
         extra = row[5] if len(row) > 5 and isinstance(row[5], dict) else {}
