@@ -18,7 +18,7 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 
 from exporter import __version__
 from exporter.config import AwsSettings, DatastoreSettings
-from exporter.model import FAILURE_STATUSES, IN_PROGRESS_STATUSES, Version
+from exporter.model import FAILURE_STATUSES, Version
 from exporter.reasons import reason_code
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,8 @@ def parse_version(item: object) -> Version:
     overrides = item.get("overrides") or {}
     primary = item.get("isPrimary")
     message = item.get("message")
-    # issue 12: when the version last changed (updatedAt is when it entered its status),
-    # kept only while in progress; a garbled timestamp costs the stuck-workflow age, not the list.
+    # issue 12: when the version last changed (updatedAt is when it entered its status), kept
+    # past the diff only while in progress; a garbled one costs that age, not the whole list.
     changed_at = _lenient_timestamp(item.get("updatedAt"))
     if changed_at is None:
         changed_at = _lenient_timestamp(item.get("createdAt"))
@@ -170,9 +170,8 @@ def parse_version(item: object) -> Version:
         forced=bool(isinstance(overrides, Mapping) and overrides.get("forced")),
         is_primary=primary if isinstance(primary, bool) else None,
         message=_one_line(message) if message else None,
-        started_at=changed_at if status in IN_PROGRESS_STATUSES else None,
-        reason=reason_code(message) if status in FAILURE_STATUSES else None,
         changed_at=changed_at,
+        reason=reason_code(message) if status in FAILURE_STATUSES else None,
     )
 
 

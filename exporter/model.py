@@ -29,23 +29,29 @@ class Version:
     image_set_state: str
     forced: bool = False
     is_primary: bool | None = None
-    # Kept (and stored) only while the version is in an in-progress status: its updatedAt, else
-    # its createdAt. Few versions are in progress at any time, so memory stays flat, and every
-    # other version keeps None and stays shared with its equals (see store.py's version cache).
-    started_at: float | None = None
+    # When the version last changed: the listing's updatedAt, else its createdAt. Read for every
+    # listed version (the first sight of an image set moved here by a reshard), but kept past the
+    # first diff (settled()) and stored only while the version is in an in-progress status, where
+    # it is the time it entered that status. Few versions are in progress at any time, so memory
+    # stays flat, and every other version keeps None and stays shared with its equals (see
+    # store.py's version cache). One slot for both: half a million versions pay for each slot.
+    changed_at: float | None = None
     # The bounded code of a failed version's message (exporter.reasons); None for the others.
     reason: str | None = None
     # Logged once when a failure is first seen; never stored, never a label.
     message: str | None = field(default=None, compare=False)
-    # The listing's updatedAt, else createdAt, of every version: read once, for the first sight
-    # of an image set moved here by a reshard; dropped before the version is kept (settled()).
-    changed_at: float | None = field(default=None, compare=False)
+
+    @property
+    def started_at(self) -> float | None:
+        """Return when an in-progress version entered its status; None for the others."""
+        return self.changed_at if self.workflow_status in IN_PROGRESS_STATUSES else None
 
     def settled(self) -> Version:
-        """Return this version without what only its first diff needs (message, changed_at)."""
-        if self.message is None and self.changed_at is None:
+        """Return this version as it is kept: no message, a timestamp only while in progress."""
+        kept = self.started_at
+        if self.message is None and self.changed_at == kept:
             return self
-        return replace(self, message=None, changed_at=None)
+        return replace(self, message=None, changed_at=kept)
 
 
 class ImageSetKey(NamedTuple):

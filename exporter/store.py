@@ -60,7 +60,7 @@ def _encode_version(v: Version) -> list[object]:
     ]
     # An object, never a number, in the sixth place: rows from before 0.1 hold a timestamp there.
     extra: dict[str, object] = {}
-    if v.started_at is not None:
+    if v.started_at is not None:  # settled: only in-progress versions have one
         extra["s"] = v.started_at
     if v.reason is not None:
         extra["r"] = v.reason
@@ -83,24 +83,33 @@ def _decode_versions(rows: list[list[object]], cache: VersionCache) -> tuple[Ver
     # since schema 3 an optional sixth element, an object, holds started_at ("s") and reason ("r").
     result = []
     for row in rows:
-        extra = row[5] if len(row) > 5 and isinstance(row[5], dict) else {}
-        started = _float_or_none(extra.get("s"))
-        reason = extra.get("r")
-        key = (*row[:5], started, reason)
-        version = cache.get(key)
-        if version is None:
-            version = Version(
-                int(str(row[0])),
-                sys.intern(str(row[1])),
-                sys.intern(str(row[2])),
-                bool(row[3]),
-                None if row[4] is None else bool(row[4]),
-                started_at=started,
-                reason=None if reason is None else sys.intern(str(reason)),
-            )
-            cache[key] = version
+        extra = row[5] if len(row) > 5 else None
+        if type(extra) is not dict:  # the common row: nothing but its five fields
+            key: tuple[object, ...] = tuple(row[:5])
+            version = cache.get(key)
+            if version is None:
+                version = cache[key] = _decode_version(row, None, None)
+        else:
+            started = _float_or_none(extra.get("s"))
+            reason = extra.get("r")
+            key = (*row[:5], started, reason)
+            version = cache.get(key)
+            if version is None:
+                version = cache[key] = _decode_version(row, started, reason)
         result.append(version)
     return tuple(result)
+
+
+def _decode_version(row: list[object], started: float | None, reason: object) -> Version:
+    return Version(
+        int(str(row[0])),
+        sys.intern(str(row[1])),
+        sys.intern(str(row[2])),
+        bool(row[3]),
+        None if row[4] is None else bool(row[4]),
+        changed_at=started,
+        reason=None if reason is None else sys.intern(str(reason)),
+    )
 
 
 def _float_or_none(value: object) -> float | None:

@@ -33,15 +33,15 @@ def view(mode: PerImageSet, counters: dict[CounterKey, float] | None = None) -> 
         COPYING: ImageSetSnapshot(
             COPYING,
             (
-                Version(3, "COPYING", "LOCKED", started_at=300.0),
-                Version(2, "COPYING", "LOCKED", started_at=200.0),
+                Version(3, "COPYING", "LOCKED", changed_at=300.0),
+                Version(2, "COPYING", "LOCKED", changed_at=200.0),
                 Version(1, "IMPORTED", "ACTIVE"),
             ),
         ),
         FAILED: ImageSetSnapshot(
             FAILED,
             (
-                Version(4, "UPDATING", "LOCKED", started_at=150.0),
+                Version(4, "UPDATING", "LOCKED", changed_at=150.0),
                 Version(3, "UPDATE_FAILED", "ACTIVE", reason="NOT_COUNTED_YET"),
                 Version(2, "COPY_FAILED", "ACTIVE", reason="INVALID_REQUEST"),
                 Version(1, "IMPORTED", "ACTIVE"),
@@ -49,7 +49,7 @@ def view(mode: PerImageSet, counters: dict[CounterKey, float] | None = None) -> 
         ),
         QUIET: ImageSetSnapshot(QUIET, (Version(1, "IMPORTING", "ACTIVE"),)),  # no timestamp
         GONE: ImageSetSnapshot(
-            GONE, (), (Version(1, "COPYING", "ACTIVE", started_at=1.0),), deleted_at=9.0
+            GONE, (), (Version(1, "COPYING", "ACTIVE", changed_at=1.0),), deleted_at=9.0
         ),
     }
     return FleetView(

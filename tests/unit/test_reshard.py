@@ -74,7 +74,8 @@ def test_failure_during_the_move_counts_once_and_old_ones_not_at_all() -> None:
     assert [x.version_id for x in change.failed] == [4]
     assert change.vanished == 0 and change.snapshot.removed == ()
     # What is kept is the listing without its transient fields.
-    assert change.snapshot.versions == versions
+    assert change.snapshot.versions == tuple(x.settled() for x in versions)
+    assert [x.version_id for x in change.snapshot.versions] == [4, 3, 2, 1]
     assert all(x.changed_at is None and x.message is None for x in change.snapshot.versions)
     # The next poll of the same list counts nothing more.
     assert diff_versions(KEY, change.snapshot, versions).increments == {}

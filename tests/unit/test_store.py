@@ -115,7 +115,7 @@ def test_in_progress_start_and_failure_reason_round_trip_and_others_stay_shared(
 ) -> None:
     path = str(tmp_path / "state.db")
     store = SnapshotStore(path)
-    copying = Version(3, "COPYING", "ACTIVE", started_at=1_700_000_000.5)
+    copying = Version(3, "COPYING", "ACTIVE", changed_at=1_700_000_000.5)
     failed = Version(2, "COPY_FAILED", "ACTIVE", reason="INVALID_REQUEST")
     other = ImageSetKey("d" * 32, "j" * 32)
     store.apply(ImageSetSnapshot(KEY, (copying, failed, Version(1, "COPIED", "ACTIVE"))), {})
