@@ -60,8 +60,10 @@ def _last_failure(snapshot: ImageSetSnapshot) -> Version | None:
 def _oldest_in_progress(snapshot: ImageSetSnapshot) -> dict[str, float]:
     """Return, per in-progress status with a known start, the oldest start."""
     oldest: dict[str, float] = {}
+    if snapshot.is_deleted:
+        return oldest
     for v in snapshot.versions:
-        if v.started_at is not None and v.workflow_status in IN_PROGRESS_STATUSES:
+        if v.started_at is not None:
             known = oldest.get(v.workflow_status)
             oldest[v.workflow_status] = v.started_at if known is None else min(known, v.started_at)
     return oldest
@@ -114,18 +116,14 @@ class ImageSetCollector:
         )
         # Label prefixes built once; each family's lines are generated while they are encoded,
         # so a hundred thousand image sets never hold their lines in memory at once.
-        shown_keys = [
-            (key, snapshot)
-            for key, snapshot in sorted(view.image_sets.items())
-            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
-        ]
         shown = [
             (
                 f'datastore_id="{escape_label_value(key.datastore_id)}",'
                 f'image_set_id="{escape_label_value(key.image_set_id)}"',
                 snapshot,
             )
-            for key, snapshot in shown_keys
+            for key, snapshot in sorted(view.image_sets.items())
+            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
         ]
         versions.lines = (versions.sample(labels, len(s.versions)) for labels, s in shown)
         yield versions
@@ -164,10 +162,7 @@ class ImageSetCollector:
             "(the message's leading code, or other); always 1.",
         )
         reasons = _info_reasons(view)
-        failures = [
-            (labels, key.datastore_id, _last_failure(s))
-            for (labels, s), (key, _) in zip(shown, shown_keys, strict=True)
-        ]
+        failures = ((labels, s.key.datastore_id, _last_failure(s)) for labels, s in shown)
         last_failure.lines = (
             last_failure.sample(
                 labels
@@ -197,9 +192,9 @@ class ImageSetCollector:
                 f'workflow_status="{escape_label_value(status)}"',
                 started,
             )
-            for key, snapshot in sorted(view.image_sets.items())
-            if not snapshot.is_deleted and _mode(view.datastores.get(key.datastore_id)) != "none"
-            for status, started in sorted(_oldest_in_progress(snapshot).items())
+            for key in sorted(view.image_sets)
+            if _mode(view.datastores.get(key.datastore_id)) != "none"
+            for status, started in sorted(_oldest_in_progress(view.image_sets[key]).items())
         )
         yield in_progress
 
