@@ -169,7 +169,6 @@ def parse_version(item: object) -> Version:
         image_set_state=sys.intern(state),
         forced=bool(isinstance(overrides, Mapping) and overrides.get("forced")),
         is_primary=primary if isinstance(primary, bool) else None,
-        message=_one_line(message) if message else None,
         changed_at=changed_at,
         reason=reason_code(message) if status in FAILURE_STATUSES else None,
     )

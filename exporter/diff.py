@@ -74,7 +74,7 @@ def diff_versions(
 
 
 def _settled(versions: tuple[Version, ...]) -> tuple[Version, ...]:
-    # issue 12: messages and listing timestamps serve this diff only; snapshots keep neither.
+    # issue 12: listing timestamps serve this diff only; snapshots keep in-progress ones only.
     return tuple(v.settled() for v in versions)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 FAILURE_STATUSES = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
@@ -37,9 +37,8 @@ class Version:
     # store.py's version cache). One slot for both: half a million versions pay for each slot.
     changed_at: float | None = None
     # The bounded code of a failed version's message (exporter.reasons); None for the others.
+    # The message itself stops at the AWS boundary: free text may name patients or files.
     reason: str | None = None
-    # Logged once when a failure is first seen; never stored, never a label.
-    message: str | None = field(default=None, compare=False)
 
     @property
     def started_at(self) -> float | None:
@@ -47,11 +46,9 @@ class Version:
         return self.changed_at if self.workflow_status in IN_PROGRESS_STATUSES else None
 
     def settled(self) -> Version:
-        """Return this version as it is kept: no message, a timestamp only while in progress."""
+        """Return this version as it is kept: a timestamp only while in progress."""
         kept = self.started_at
-        if self.message is None and self.changed_at == kept:
-            return self
-        return replace(self, message=None, changed_at=kept)
+        return self if self.changed_at == kept else replace(self, changed_at=kept)
 
 
 class ImageSetKey(NamedTuple):

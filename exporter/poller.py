@@ -320,11 +320,11 @@ class Poller:
             log.debug("image set %s/%s: baseline of %d versions", *key, len(versions))
         for version in change.failed:
             log.warning(
-                "image set %s/%s: version %d is %s: %s",
+                "image set %s/%s: version %d is %s (reason %s)",  # issue 12: not the message
                 *key,
                 version.version_id,
                 version.workflow_status,
-                version.message or "no message",
+                version.reason or "other",
             )
         if change.vanished:
             log.warning("image set %s/%s: %d versions left the list", *key, change.vanished)

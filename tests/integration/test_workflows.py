@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from exporter.config import Config
 from exporter.emulator import EmulatorServer
@@ -79,7 +82,9 @@ def test_failure_reason_is_counted_and_nothing_else_of_the_message_leaves(
     make_config: ConfigFactory,
     service_for: ServiceFactory,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     service = service_for(make_config(metrics={"per_image_set": "failures_only"}))
     assert service.poll().ok
     s = samples_of(service)
@@ -112,6 +117,8 @@ def test_failure_reason_is_counted_and_nothing_else_of_the_message_leaves(
         frozenset({**IS, "workflow_status": "UPDATE_FAILED", "reason": "other"}.items()): 1
     }
     assert secret not in service.exposition().text.decode()
+    assert "is COPY_FAILED (reason INVALID_REQUEST)" in caplog.text
+    assert secret not in caplog.text and "series of" not in caplog.text
     service.close()
     for stored in tmp_path.glob("state.db*"):
         assert secret.encode() not in stored.read_bytes(), stored.name

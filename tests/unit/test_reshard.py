@@ -14,7 +14,7 @@ OVERLAP = 60.0
 
 
 def v(version_id: int, status: str, changed_at: float | None) -> Version:
-    return Version(version_id, status, "ACTIVE", changed_at=changed_at, message="free text")
+    return Version(version_id, status, "ACTIVE", changed_at=changed_at)
 
 
 def test_first_assignment_is_recorded_without_a_change() -> None:
@@ -63,7 +63,7 @@ def test_failure_during_the_move_counts_once_and_old_ones_not_at_all() -> None:
     previous = moved_baseline(KEY, versions, LAST_POLL, OVERLAP)
     assert previous is not None
     assert [x.version_id for x in previous.versions] == [2, 1]
-    assert all(x.message is None and x.changed_at is None for x in previous.versions)
+    assert all(x.changed_at is None for x in previous.versions)
     change = diff_versions(KEY, previous, versions)
     assert not change.baseline
     assert change.increments == {
@@ -76,6 +76,6 @@ def test_failure_during_the_move_counts_once_and_old_ones_not_at_all() -> None:
     # What is kept is the listing without its transient fields.
     assert change.snapshot.versions == tuple(x.settled() for x in versions)
     assert [x.version_id for x in change.snapshot.versions] == [4, 3, 2, 1]
-    assert all(x.changed_at is None and x.message is None for x in change.snapshot.versions)
+    assert all(x.changed_at is None for x in change.snapshot.versions)
     # The next poll of the same list counts nothing more.
     assert diff_versions(KEY, change.snapshot, versions).increments == {}
