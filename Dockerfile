@@ -2,6 +2,7 @@
 # healthimaging-exporter: a Prometheus exporter for AWS HealthImaging.
 #
 #   docker build -t healthimaging-exporter .
+#   podman build --format docker -t healthimaging-exporter .   (keeps the HEALTHCHECK)
 #   docker run -v ./config.yaml:/etc/healthimaging-exporter/config.yaml:ro -p 9890:9890 \
 #       -v hie-state:/var/lib/healthimaging-exporter healthimaging-exporter
 #
@@ -15,7 +16,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 # Every dependency ships binary wheels for this platform, so no compiler is installed anywhere.
 RUN python -m pip wheel --wheel-dir /wheels . \
@@ -51,8 +52,10 @@ WORKDIR /var/lib/healthimaging-exporter
 VOLUME ["/var/lib/healthimaging-exporter"]
 EXPOSE 9890
 
-# No curl in slim images: probe with Python. Set HEALTHCHECK_URL when the listen address changes
-# or the web config enables TLS (an https URL) or basic auth covers /-/healthy.
+# buildah/podman: build with `--format docker`; their default OCI format has no HEALTHCHECK and
+# drops this one (docs/deployment.md). No curl in slim images: probe with Python. Set
+# HEALTHCHECK_URL when the listen address changes or the web config enables TLS (an https URL) or
+# basic auth covers /-/healthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as r; sys.exit(r.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4).status != 200)"]
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit bench clean mixin
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,8 +11,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# `make demo PORT=9999` serves the demo's metrics on another port (default 9890).
+PORT ?=
 demo: $(STAMP)
-	$(VENV)/bin/healthimaging-exporter demo
+	$(VENV)/bin/healthimaging-exporter demo $(if $(PORT),--port $(PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests bench
@@ -27,8 +29,13 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
+# Regenerate deploy/prometheus/rules.yml, deploy/kubernetes/prometheusrule.yaml and
+# deploy/grafana/dashboard.json from the jsonnet mixin in deploy/mixin.
+mixin: $(STAMP)
+	$(PY) deploy/mixin/generate.py
+
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -16,9 +16,10 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.daemon import Daemon
 from exporter.logs import FORMATS, LEVELS, configure_logging
+from exporter.preflight import PreflightError, check_aws, check_startup
 from exporter.service import ExporterService
 from exporter.store import StoreError
-from exporter.webconfig import WebConfigError, build_ssl_context, load_web_config
+from exporter.webconfig import WebConfigError
 
 log = logging.getLogger("exporter")
 
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config).with_shard(args.shard, args.total_shards)
+    config = load_config(args.config).with_shard(args.shard, args.total_shards)
+    check_aws(config, args.config)  # at start and on reload, as --check-config does
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,11 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.check_config:
         try:
-            build_ssl_context(load_web_config(config.web.config_file))
-        except WebConfigError as exc:
-            print(f"healthimaging-exporter: invalid web config: {exc}", file=sys.stderr)
+            check_startup(config, args.config)
+        except PreflightError as exc:
+            print(f"healthimaging-exporter: invalid config: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"{args.config}: ok ({len(config.datastores)} data stores)")
+        count = len(config.datastores)
+        print(f"{args.config}: ok ({count} data store{'' if count == 1 else 's'})")
         return EXIT_OK
     try:
         if args.once:

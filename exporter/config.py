@@ -5,11 +5,21 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-import yaml
+from exporter.configfile import (
+    FieldReader,
+    Invalid,
+    YamlFileError,
+    describe_value,
+    join_path,
+    parse_yaml,
+    read_config_text,
+)
 
 ALL = "all"
 ID_PATTERN = re.compile(r"[0-9a-z]{32}")
@@ -148,61 +158,15 @@ class Config:
         return new
 
 
-class _Reader:
-    """Walks a parsed YAML mapping, collecting every error instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def mapping(self, value: object, where: str, known: tuple[str, ...]) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.errors.append(f"{where}: must be a mapping, got {_describe(value)}")
-            return {}
-        for key in value:
-            if key not in known:
-                self.errors.append(
-                    f"{_join(where, str(key))}: unknown key (expected one of {', '.join(known)})"
-                )
-        return value
-
-    def get(
-        self,
-        section: Mapping[str, Any],
-        where: str,
-        key: str,
-        convert: Callable[[object], T],
-        default: T,
-    ) -> T:
-        if key not in section or section[key] is None:
-            return default
-        try:
-            return convert(section[key])
-        except ValueError as exc:
-            self.errors.append(f"{_join(where, key)}: {exc}")
-            return default
-
-
-def _join(where: str, key: str) -> str:
-    name = key if key.isidentifier() else repr(key)
-    return f"{where}.{name}" if where else name
-
-
-def _describe(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _number(minimum: float, maximum: float = math.inf) -> Callable[[object], float]:
     def convert(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise ValueError(f"must be a number, got {_describe(value)}")
+            raise Invalid("must be a number")
         if not minimum <= value <= maximum:
             bound = (
                 f"between {minimum:g} and {maximum:g}" if maximum != math.inf else f">= {minimum:g}"
             )
-            raise ValueError(f"must be {bound}, got {value:g}")
+            raise Invalid(f"must be {bound}")
         return float(value)
 
     return convert
@@ -211,21 +175,23 @@ def _number(minimum: float, maximum: float = math.inf) -> Callable[[object], flo
 def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
     def convert(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be an integer, got {_describe(value)}")
+            raise Invalid("must be an integer")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            raise ValueError(f"must be {bound}, got {value}")
+            raise Invalid(f"must be {bound}")
         return value
 
     return convert
 
 
-def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Callable[[object], str]:
+def _string(
+    pattern: re.Pattern[str] | None = None, what: str = "a non-empty string"
+) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if not isinstance(value, str) or not value:
-            raise ValueError(f"must be a non-empty string, got {_describe(value)}")
+            raise Invalid(f"must be {what}")
         if pattern is not None and not pattern.fullmatch(value):
-            raise ValueError(f"must be {what}, got {_describe(value)}")
+            raise Invalid(f"must be {what}")
         return value
 
     return convert
@@ -234,26 +200,37 @@ def _string(pattern: re.Pattern[str] | None = None, what: str = "") -> Callable[
 def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}, got {_describe(value)}")
+            raise Invalid(f"must be one of {', '.join(choices)}")
         return str(value)
 
     return convert
 
 
 def _url(value: object) -> str:
-    text = _string()(value)
+    what = "an http:// or https:// URL such as http://127.0.0.1:4566"
+    text = _string(what=what)(value)
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
-        raise ValueError(f"must be an http:// or https:// URL, got {_describe(value)}")
+        raise Invalid(f"must be {what}")
+    try:
+        # What botocore does with it: a bracket left open or a port out of range raises here.
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise Invalid(f"must be {what}") from None
+    if not parts.hostname:
+        raise Invalid(f"must be {what}")
     return text.rstrip("/")
 
 
 def _listen_address(value: object) -> tuple[str, int]:
-    text = _string()(value)
+    what = "host:port or :port with a port from 0 to 65535, such as 127.0.0.1:9890"
+    if not isinstance(value, str):
+        raise Invalid(f"must be {what} (quoted)")
     match = re.fullmatch(
-        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s]*)):(?P<port>\d{1,5})", text
+        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s]*)):(?P<port>\d{1,5})", value
     )
     if not match or int(match["port"]) > 65535:
-        raise ValueError(f"must be host:port with a port from 0 to 65535, got {_describe(value)}")
+        raise Invalid(f"must be {what}")
     host = match["v6"] or match["host"] or "0.0.0.0"
     return host, int(match["port"])
 
@@ -264,7 +241,7 @@ def _identifier(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-        raise ValueError(f"must be 32 characters of 0-9 and a-z (quote it), got {_describe(value)}")
+        raise Invalid("must be 32 characters of 0-9 and a-z (quote it)")
     return value
 
 
@@ -282,7 +259,7 @@ def _check_shards(shard: int, total_shards: int, errors: list[str]) -> None:
         )
 
 
-def _read_aws(r: _Reader, raw: object) -> AwsSettings:
+def _read_aws(r: FieldReader, raw: object) -> AwsSettings:
     keys = (
         "region",
         "endpoint_url",
@@ -319,7 +296,7 @@ def _read_aws(r: _Reader, raw: object) -> AwsSettings:
     )
 
 
-def _read_poll(r: _Reader, raw: object) -> PollSettings:
+def _read_poll(r: FieldReader, raw: object) -> PollSettings:
     s = r.mapping(raw, "poll", ("interval_seconds", "concurrency", "timeout_seconds"))
     d = PollSettings()
     settings = PollSettings(
@@ -332,55 +309,61 @@ def _read_poll(r: _Reader, raw: object) -> PollSettings:
     return settings
 
 
-def _image_sets(value: object) -> tuple[str, ...] | Literal["all"]:
+def _read_image_sets(
+    r: FieldReader, section: Mapping[str, Any], where: str
+) -> tuple[str, ...] | Literal["all"]:
+    value = section.get("image_sets")
+    where = join_path(where, "image_sets")
+    if value is None:
+        r.error(where, "is required (a list of ids, or all)")
+        return ()
     if value == ALL:
         return "all"
     if not isinstance(value, list) or not value:
-        raise ValueError(
-            f"must be a non-empty list of image set ids, or all; got {_describe(value)}"
-        )
-    ids = []
-    for item in value:
-        try:
-            ids.append(_identifier(item))
-        except ValueError:
-            raise ValueError(
-                f"{_describe(item)} is not an image set id (32 characters of 0-9 and a-z)"
-            ) from None
+        r.error(where, "must be a non-empty list of image set ids, or all", value, show_value=True)
+        return ()
+    ids = [
+        r.convert(item, f"{where}[{index}]", _identifier, "") for index, item in enumerate(value)
+    ]
     if len(set(ids)) != len(ids):
-        raise ValueError("lists an image set more than once")
-    return tuple(ids)
+        r.error(where, "lists an image set more than once")
+    return tuple(i for i in ids if i)
 
 
-def _read_datastores(r: _Reader, raw: object) -> tuple[DatastoreSettings, ...]:
+def _read_datastores(r: FieldReader, raw: object) -> tuple[DatastoreSettings, ...]:
     if not isinstance(raw, list) or not raw:
-        r.errors.append(f"datastores: must be a non-empty list, got {_describe(raw)}")
+        r.error("datastores", "must be a non-empty list", raw, show_value=True)
         return ()
     result: list[DatastoreSettings] = []
     for index, item in enumerate(raw):
         where = f"datastores[{index}]"
         s = r.mapping(item, where, ("datastore_id", "image_sets", "region", "role_arn"))
-        if "datastore_id" not in s:
-            r.errors.append(f"{where}.datastore_id: is required")
-        if "image_sets" not in s:
-            r.errors.append(f"{where}.image_sets: is required (a list of ids, or all)")
+        if not isinstance(item, Mapping):
+            continue
+        if s.get("datastore_id") is None:
+            r.error(f"{where}.datastore_id", "is required")
         result.append(
             DatastoreSettings(
                 datastore_id=r.get(s, where, "datastore_id", _ID, ""),
-                image_sets=r.get(s, where, "image_sets", _image_sets, ()),
+                image_sets=_read_image_sets(r, s, where),
                 region=r.get(s, where, "region", _REGION, None),
                 role_arn=r.get(s, where, "role_arn", _ROLE_ARN, None),
             )
         )
     ids = [d.datastore_id for d in result if d.datastore_id]
-    for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
-        r.errors.append(f"datastores: lists data store {duplicate} more than once")
+    counts = Counter(ids)
+    for duplicate in sorted(i for i, n in counts.items() if n > 1):
+        r.error("datastores", f"lists data store {duplicate} more than once")
     return tuple(result)
 
 
 def parse_config(data: object, source: str = "config") -> Config:
     """Validate parsed YAML; raise ConfigError naming every bad field in one line."""
-    r = _Reader()
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: must be a YAML mapping with a datastores list, got {describe_value(data)}"
+        )
+    r = FieldReader(source)
     top_keys = (
         "aws",
         "poll",
@@ -393,8 +376,6 @@ def parse_config(data: object, source: str = "config") -> Config:
         "total_shards",
     )
     top = r.mapping(data, "", top_keys)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: must be a YAML mapping with a datastores list")
     state = r.mapping(top.get("state"), "state", ("path",))
     web = r.mapping(top.get("web"), "web", ("listen_address", "config_file"))
     metrics = r.mapping(top.get("metrics"), "metrics", ("per_image_set",))
@@ -413,7 +394,9 @@ def parse_config(data: object, source: str = "config") -> Config:
         aws=_read_aws(r, top.get("aws")),
         poll=_read_poll(r, top.get("poll")),
         datastores=_read_datastores(r, top.get("datastores")),
-        state=StateSettings(path=r.get(state, "state", "path", _string(), "./state.db")),
+        state=StateSettings(
+            path=r.get(state, "state", "path", _string(what="a file path"), "./state.db")
+        ),
         web=WebSettings(
             host=host, port=port, config_file=r.get(web, "web", "config_file", _string(), None)
         ),
@@ -437,7 +420,7 @@ def parse_config(data: object, source: str = "config") -> Config:
         total_shards=total_shards,
     )
     if r.errors:
-        raise ConfigError(f"{source}: " + "; ".join(r.errors))
+        raise ConfigError(r.message())
     return config
 
 
@@ -452,18 +435,19 @@ def _as_mode(value: str | None) -> PerImageSet | None:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a YAML config file; raise ConfigError with a one-line message."""
+    """Read and validate a YAML config file; raise ConfigError, and only that, in one line."""
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{name}: not valid YAML{where}: {problem}") from None
-    return parse_config(data, name)
+        text = read_config_text(name)
+    except YamlFileError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return parse_config_text(text, name)
+
+
+def parse_config_text(text: str, source: str = "config") -> Config:
+    """Parse and validate YAML text; raise ConfigError, and only that, in one line."""
+    try:
+        data = parse_yaml(text)
+    except YamlFileError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return parse_config(data, source)

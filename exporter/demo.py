@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from exporter.config import (
     AwsSettings,
@@ -23,6 +25,53 @@ from exporter.logs import configure_logging
 
 DEMO_DATASTORE = "12345678901234567890123456789012"
 ACTIVITY = ("UPDATED", "UPDATED", "UPDATED", "COPIED", "COPY_FAILED", "UPDATE_FAILED")
+# The image set the demo opens with: its copy is under way (COPYING) in the demo data.
+WATCHED_IMAGE_SET = "f2f2f2f2f2f2f2f2f2f2f2f2f2f2f2f2"
+EVENT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class DemoEvent:
+    """A version the demo adds: when (seconds after it starts), where, and what."""
+
+    at: float
+    image_set: str
+    status: str
+    forced: bool
+
+
+def demo_schedule(image_sets: Sequence[str], seed: int = 7) -> Iterator[DemoEvent]:
+    """The demo's versions in order, forever.
+
+    It opens with what people watch a demo for: the watched image set's copy fails, then a
+    forced update of it, both within 30 s, so that a minute of watching shows an alert's cause.
+    Random activity over all image sets follows.
+    """
+    watched = WATCHED_IMAGE_SET if WATCHED_IMAGE_SET in image_sets else image_sets[0]
+    at = EVENT_SECONDS
+    yield DemoEvent(at, watched, "COPY_FAILED", forced=False)
+    at += EVENT_SECONDS
+    yield DemoEvent(at, watched, "UPDATED", forced=True)
+    rng = random.Random(seed)
+    while True:
+        at += 2 * EVENT_SECONDS
+        yield DemoEvent(at, rng.choice(image_sets), rng.choice(ACTIVITY), rng.random() < 0.2)
+
+
+def announcement(emulator_url: str, port: int, image_sets: Sequence[str]) -> str:
+    """What the demo prints once the exporter is ready: where to look and what to watch."""
+    opening = list(itertools.islice(demo_schedule(image_sets), 2))
+    watched = opening[0].image_set
+    when = ", then ".join(
+        f"{e.status}{' (forced)' if e.forced else ''} at {e.at:.0f} s" for e in opening
+    )
+    return (
+        f"\nemulator:  {emulator_url}\n"
+        f"metrics:   http://127.0.0.1:{port}/metrics\n"
+        f"watch:     image set {watched} gets {when}:\n"
+        f"           curl -s http://127.0.0.1:{port}/metrics | grep {watched}\n"
+        "Press Ctrl-C to stop.\n"
+    )
 
 
 def _demo_image_sets(server: EmulatorServer) -> tuple[str, ...]:
@@ -31,19 +80,24 @@ def _demo_image_sets(server: EmulatorServer) -> tuple[str, ...]:
 
 
 def _activity(server: EmulatorServer, image_sets: Sequence[str], stop: threading.Event) -> None:
-    """Add a version to a random demo image set every few seconds, so counters move."""
-    rng = random.Random(7)
-    while not stop.wait(20):
-        image_set = rng.choice(image_sets)
-        status = rng.choice(ACTIVITY)
-        forced = rng.random() < 0.2
+    """Add the versions of demo_schedule to the emulator as their time comes, so counters move."""
+    elapsed = 0.0
+    for event in demo_schedule(image_sets):
+        if stop.wait(event.at - elapsed):
+            return
+        elapsed = event.at
         try:
-            version = server.backend.add_version(DEMO_DATASTORE, image_set, status, forced=forced)
+            version = server.backend.add_version(
+                DEMO_DATASTORE, event.image_set, event.status, forced=event.forced
+            )
         except Exception as exc:  # a deleted demo image set, say: keep the demo going
-            print(f"demo: could not add a version to {image_set}: {exc}", file=sys.stderr)
+            print(f"demo: could not add a version to {event.image_set}: {exc}", file=sys.stderr)
             continue
-        extra = " (forced)" if forced else ""
-        print(f"demo: image set {image_set} got version {version}: {status}{extra}", flush=True)
+        extra = " (forced)" if event.forced else ""
+        print(
+            f"demo: image set {event.image_set} got version {version}: {event.status}{extra}",
+            flush=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,12 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def announce() -> None:
             if ready.wait(30):
-                print(
-                    f"\nemulator:  {emulator.url}\n"
-                    f"metrics:   http://127.0.0.1:{args.port}/metrics\n"
-                    "Press Ctrl-C to stop.\n",
-                    flush=True,
-                )
+                print(announcement(emulator.url, args.port, image_sets), flush=True)
 
         threading.Thread(target=announce, daemon=True).start()
         try:

@@ -15,6 +15,7 @@ from exporter.model import (
     ImageSetKey,
     ImageSetSnapshot,
     Version,
+    distinct_versions,
 )
 
 
@@ -34,7 +35,12 @@ def diff_versions(
     previous: ImageSetSnapshot | None,
     current: tuple[Version, ...],
 ) -> ImageSetChange:
-    """Diff a version list against the last snapshot; None as previous means first sight."""
+    """Diff a version list against the last snapshot; None as previous means first sight.
+
+    A list with duplicate version ids is first reduced to one entry per id (see
+    distinct_versions), so an unchanged answer with duplicates never counts anything.
+    """
+    current = distinct_versions(current)
     if previous is None:
         return ImageSetChange(snapshot=ImageSetSnapshot(key, _settled(current)), baseline=True)
     known = {v.version_id: v for v in previous.removed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -51,6 +52,36 @@ class Version:
         return self if self.changed_at == kept else replace(self, changed_at=kept)
 
 
+def distinct_versions(versions: Iterable[Version]) -> tuple[Version, ...]:
+    """Return one entry per version id, newest first, whatever order or duplicates came in.
+
+    An answer that lists one version id twice (with two statuses, say) is reduced to one entry
+    chosen by a fixed rank, never by position: an entry in a failure status wins (a failure must
+    not hide behind a healthy duplicate), then the greater status, state, forced flag, reason
+    and change time. The same answer, in any order, therefore always gives the same tuple, so
+    polling an unchanged answer again changes nothing and counts nothing.
+    """
+    best: dict[int, Version] = {}
+    for version in versions:
+        kept = best.get(version.version_id)
+        if kept is None or _rank(version) > _rank(kept):
+            best[version.version_id] = version
+    return tuple(best[v_id] for v_id in sorted(best, reverse=True))
+
+
+def _rank(version: Version) -> tuple[bool, str, str, bool, int, str, float]:
+    primary = {None: 0, False: 1, True: 2}[version.is_primary]
+    return (
+        version.workflow_status in FAILURE_STATUSES,
+        version.workflow_status,
+        version.image_set_state,
+        version.forced,
+        primary,
+        version.reason or "",
+        -1.0 if version.changed_at is None else version.changed_at,
+    )
+
+
 class ImageSetKey(NamedTuple):
     """Identifies an image set across data stores."""
 
@@ -98,3 +129,24 @@ FORCED_VERSIONS = "forced_versions"
 IMAGE_SETS_DELETED = "image_sets_deleted"
 FAILURES = "failures"  # by data store, workflow status and reason
 COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED, FAILURES)
+
+# Persisted per-series values kept beside the counters but replaced, not added: the Unix time at
+# which this exporter last counted a failed (LAST_FAILURE, per status) or forced (LAST_FORCED)
+# version of an image set. Alert rules key on them (docs/alerting.md), so a scrape gap, a new
+# target label or a Prometheus restart cannot make one failure look new twice.
+LAST_FAILURE = "last_failure"
+LAST_FORCED = "last_forced"
+TIMESTAMP_FAMILIES = frozenset({LAST_FAILURE, LAST_FORCED})
+
+
+def stamp_events(increments: Mapping[CounterKey, float], at: float) -> dict[CounterKey, float]:
+    """Return the increments plus the event timestamps they set; a baseline (none) sets none."""
+    stamped = dict(increments)
+    for key, amount in increments.items():
+        if amount <= 0:
+            continue
+        if key.family == FAILED_VERSIONS:
+            stamped[key._replace(family=LAST_FAILURE)] = at
+        elif key.family == FORCED_VERSIONS:
+            stamped[key._replace(family=LAST_FORCED)] = at
+    return stamped

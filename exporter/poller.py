@@ -473,6 +473,7 @@ class Poller:
             discovers_all=ds.discovers_all,
             backfill_listed=record.backfill_listed,
             backfill_complete=record.backfill_complete,
+            region=ds.region or self._config.aws.region,
         )
 
     def publish_view(self) -> None:

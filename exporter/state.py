@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 
 from exporter.diff import ImageSetChange
 from exporter.metrics.own import ExporterMetrics
-from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot
+from exporter.model import (
+    TIMESTAMP_FAMILIES,
+    CounterKey,
+    ImageSetKey,
+    ImageSetSnapshot,
+    stamp_events,
+)
 from exporter.reasons import known_reasons
 from exporter.store import DatastoreRecord, SnapshotStore, StoreError
 
@@ -68,9 +75,10 @@ class FleetState:
     def apply(self, change: ImageSetChange, drop_counters: bool = False) -> bool:
         """Commit a change to the store, then to memory; False (memory unchanged) if it failed."""
         key = change.snapshot.key
+        increments = stamp_events(change.increments, time.time())
         with self.lock:
             try:
-                self._store.apply(change.snapshot, change.increments, drop_counters=drop_counters)
+                self._store.apply(change.snapshot, increments, drop_counters=drop_counters)
             except StoreError as exc:
                 # Memory stays at the last durable snapshot, so the next poll diffs and counts
                 # this change again once the disk recovers: nothing lost, nothing doubled.
@@ -91,8 +99,11 @@ class FleetState:
                     for k, v in self._counters.items()
                     if (k.datastore_id, k.image_set_id) != key
                 }
-            for counter, amount in change.increments.items():
-                self._counters[counter] = self._counters.get(counter, 0.0) + amount
+            for counter, amount in increments.items():
+                if counter.family in TIMESTAMP_FAMILIES:
+                    self._counters[counter] = amount
+                else:
+                    self._counters[counter] = self._counters.get(counter, 0.0) + amount
             return True
 
     def forget(self, keys: Collection[ImageSetKey], datastores: Collection[str]) -> None:

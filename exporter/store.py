@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, Version
+from exporter.model import TIMESTAMP_FAMILIES, CounterKey, ImageSetKey, ImageSetSnapshot, Version
 
 log = logging.getLogger(__name__)
 
@@ -290,11 +290,12 @@ class SnapshotStore:
     def apply(
         self,
         snapshot: ImageSetSnapshot,
-        increments: Mapping[CounterKey, int],
+        increments: Mapping[CounterKey, float],
         drop_counters: bool = False,
     ) -> None:
-        """Write an image set's new snapshot and add its counter increments, atomically."""
+        """Write an image set's new snapshot, add its counter increments, set its timestamps."""
         key = snapshot.key
+        stamps = TIMESTAMP_FAMILIES
         try:
             with self._transaction():
                 self._db.execute(
@@ -318,7 +319,15 @@ class SnapshotStore:
                     "reason, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
                     "(family, datastore_id, image_set_id, workflow_status, reason) "
                     "DO UPDATE SET value = value + excluded.value",
-                    [(*k, v) for k, v in increments.items() if v],
+                    [(*k, v) for k, v in increments.items() if v and k.family not in stamps],
+                )
+                # Event timestamps (model.TIMESTAMP_FAMILIES) replace the stored value.
+                self._db.executemany(
+                    "INSERT INTO counters (family, datastore_id, image_set_id, workflow_status, "
+                    "reason, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+                    "(family, datastore_id, image_set_id, workflow_status, reason) "
+                    "DO UPDATE SET value = excluded.value",
+                    [(*k, v) for k, v in increments.items() if k.family in stamps],
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None

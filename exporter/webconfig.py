@@ -19,7 +19,14 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import bcrypt
-import yaml
+
+from exporter.configfile import (
+    FieldReader,
+    YamlFileError,
+    describe_type,
+    describe_value,
+    read_yaml_file,
+)
 
 __all__ = [
     "CLIENT_AUTH_TYPES",
@@ -143,79 +150,77 @@ def _fail(where: str, field_name: str, problem: str) -> WebConfigError:
     return WebConfigError(" ".join(text.split()))
 
 
-def _one_of(values: tuple[str, ...]) -> str:
-    """Describe the allowed values of a field."""
-    return "expected one of " + ", ".join(values)
-
-
-def _type_name(value: object) -> str:
-    """Name a YAML value's type for an error message, never its content."""
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-    }.get(type(value), type(value).__name__)
-
-
 class _Reader:
-    """Typed accessors over one mapping of the file, failing with the field's dotted name."""
+    """Typed accessors over one mapping of the file, recording bad fields in the shared reader."""
 
-    def __init__(self, where: str, prefix: str, data: Mapping[Any, Any], allowed: frozenset[str]):
-        self.where = where
+    def __init__(
+        self,
+        fields: FieldReader,
+        prefix: str,
+        data: Mapping[Any, Any],
+        allowed: frozenset[str],
+    ) -> None:
+        self.fields = fields
         self.prefix = prefix
         self.data = data
         for key in data:
             name = f"{prefix}{key}"
             if not isinstance(key, str):
-                raise _fail(where, prefix.rstrip(".") or "(top level)", "keys must be strings")
-            if name in _UNSUPPORTED:
-                raise _fail(where, name, "not supported by this exporter")
-            if key not in allowed:
-                raise _fail(where, name, "unknown field")
+                fields.error(prefix.rstrip("."), "keys must be strings")
+            elif name in _UNSUPPORTED:
+                fields.error(name, "not supported by this exporter")
+            elif key not in allowed:
+                fields.error(name, f"unknown key (expected one of {', '.join(sorted(allowed))})")
 
     def name(self, key: str) -> str:
         """The dotted field name of a key."""
         return f"{self.prefix}{key}"
 
+    def error(self, key: str, problem: str) -> None:
+        """Record a problem with the field `key`."""
+        self.fields.error(self.name(key), problem)
+
+    def _wrong(self, key: str, what: str, value: object) -> None:
+        self.fields.error(self.name(key), f"must be {what}", value, show_value=True)
+
     def string(self, key: str) -> str | None:
-        """A non-empty string, or None when absent, null or empty."""
+        """A non-empty string, or None when absent, null, empty or wrong."""
         value = self.data.get(key)
         if value is None or value == "":
             return None
         if not isinstance(value, str):
-            raise _fail(self.where, self.name(key), f"expected a string, got {_type_name(value)}")
+            self._wrong(key, "a string", value)
+            return None
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        """A boolean, or the default when absent or null."""
+        """A boolean, or the default when absent, null or wrong."""
         value = self.data.get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise _fail(self.where, self.name(key), f"expected a boolean, got {_type_name(value)}")
+            self._wrong(key, "a boolean", value)
+            return default
         return value
 
     def mapping(self, key: str) -> Mapping[Any, Any]:
-        """A mapping, or an empty one when absent or null."""
+        """A mapping, or an empty one when absent, null or wrong."""
         value = self.data.get(key)
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise _fail(self.where, self.name(key), f"expected a mapping, got {_type_name(value)}")
+            self._wrong(key, "a mapping", value)
+            return {}
         return value
 
     def strings(self, key: str) -> list[str]:
-        """A list of strings, or an empty list when absent or null."""
+        """A list of strings, or an empty list when absent, null or wrong."""
         value = self.data.get(key)
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _fail(self.where, self.name(key), "expected a list of strings")
+            self._wrong(key, "a list of strings", value)
+            return []
         return list(value)
 
 
@@ -227,14 +232,15 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
-def _check_readable(where: str, name: str, path: Path | None) -> None:
-    """Fail unless the file exists and is readable."""
+def _unreadable(path: Path | None) -> str | None:
+    """Why the file cannot be read, or None when it exists and is readable (or is not set)."""
     if path is None:
-        return
+        return None
     if not path.is_file():
-        raise _fail(where, name, f"file {path} does not exist or is not a regular file")
+        return f"file {path} does not exist or is not a regular file"
     if not os.access(path, os.R_OK):
-        raise _fail(where, name, f"file {path} is not readable")
+        return f"file {path} is not readable"
+    return None
 
 
 def _tls_version(reader: _Reader, key: str, default: ssl.TLSVersion) -> ssl.TLSVersion:
@@ -243,19 +249,23 @@ def _tls_version(reader: _Reader, key: str, default: ssl.TLSVersion) -> ssl.TLSV
     if value is None:
         return default
     if value in _INSECURE_TLS_VERSIONS:
-        raise _fail(reader.where, reader.name(key), f"{value} is insecure and not supported")
+        reader.error(key, f"{value} is insecure and not supported")
+        return default
     if value not in _TLS_VERSIONS:
-        raise _fail(reader.where, reader.name(key), "expected TLS12 or TLS13")
+        reader.error(key, "must be TLS12 or TLS13")
+        return default
     return _TLS_VERSIONS[value]
 
 
-def _parse_tls(where: str, base: Path, raw: object) -> TLSConfig | None:
-    """Parse and check tls_server_config; None when the section is absent or empty."""
+def _parse_tls(fields: FieldReader, base: Path, raw: object) -> TLSConfig | None:
+    """Parse and check tls_server_config; None when the section is absent, empty or invalid."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise _fail(where, "tls_server_config", f"expected a mapping, got {_type_name(raw)}")
-    r = _Reader(where, "tls_server_config.", raw, _TLS_KEYS)
+        fields.error("tls_server_config", "must be a mapping", raw, show_value=True)
+        return None
+    before = len(fields.errors)
+    r = _Reader(fields, "tls_server_config.", raw, _TLS_KEYS)
     if all(v is None or v == "" or v == [] for v in raw.values()):
         return None
     cert_file, key_file = r.string("cert_file"), r.string("key_file")
@@ -267,40 +277,31 @@ def _parse_tls(where: str, base: Path, raw: object) -> TLSConfig | None:
         ("client_ca_file", "client_ca", client_ca_file, client_ca),
     ):
         if a is not None and b is not None:
-            raise _fail(where, r.name(file_key), f"set either {file_key} or {inline_key}, not both")
-    if cert_file is None and cert is None:
-        raise _fail(where, r.name("cert_file"), "required when tls_server_config is set")
-    if key_file is None and key is None:
-        raise _fail(where, r.name("key_file"), "required when tls_server_config is set")
+            r.error(file_key, f"set either {file_key} or {inline_key}, not both")
+    if cert_file is None and cert is None and "cert" not in raw:
+        r.error("cert_file", "required when tls_server_config is set")
+    if key_file is None and key is None and "key" not in raw:
+        r.error("key_file", "required when tls_server_config is set")
     auth = r.string("client_auth_type") or "NoClientCert"
-    if auth not in CLIENT_AUTH_TYPES:
-        raise _fail(
-            where, r.name("client_auth_type"), f"expected one of {', '.join(CLIENT_AUTH_TYPES)}"
-        )
+    auth_known = auth in CLIENT_AUTH_TYPES
+    if not auth_known:
+        r.error("client_auth_type", f"must be one of {', '.join(CLIENT_AUTH_TYPES)}")
     has_ca = client_ca_file is not None or client_ca is not None
     if has_ca and auth == "NoClientCert":
-        raise _fail(
-            where,
-            r.name("client_ca_file"),
-            "client CA set but client_auth_type is NoClientCert",
-        )
-    if not has_ca and auth in (
-        "RequireAnyClientCert",
-        "VerifyClientCertIfGiven",
-        "RequireAndVerifyClientCert",
-    ):
+        r.error("client_ca_file", "client CA set but client_auth_type is NoClientCert")
+    if not has_ca and auth in _VERIFYING_AUTH_TYPES:
         # Python's TLS stack cannot require a certificate without verifying it: ask for the CA.
-        raise _fail(where, r.name("client_ca_file"), f"required when client_auth_type is {auth}")
+        r.error("client_ca_file", f"required when client_auth_type is {auth}")
     min_version = _tls_version(r, "min_version", ssl.TLSVersion.TLSv1_2)
     max_version = _tls_version(r, "max_version", ssl.TLSVersion.TLSv1_3)
     if max_version < min_version:
-        raise _fail(where, r.name("max_version"), "lower than min_version")
+        r.error("max_version", "lower than min_version")
     suites: list[str] = []
     for suite in r.strings("cipher_suites"):
         if suite in _TLS13_SUITES:
             continue
         if suite not in _CIPHER_SUITES:
-            raise _fail(where, r.name("cipher_suites"), f"unknown or insecure cipher suite {suite}")
+            r.error("cipher_suites", f"unknown or insecure cipher suite {suite[:60]}")
         suites.append(suite)
     paths = {
         "cert_file": _resolve(base, cert_file),
@@ -308,7 +309,12 @@ def _parse_tls(where: str, base: Path, raw: object) -> TLSConfig | None:
         "client_ca_file": _resolve(base, client_ca_file),
     }
     for name, path in paths.items():
-        _check_readable(where, r.name(name), path)
+        problem = _unreadable(path)
+        if problem is not None:
+            r.error(name, problem)
+    prefer = r.boolean("prefer_server_cipher_suites", True)
+    if len(fields.errors) > before:
+        return None
     return TLSConfig(
         cert_file=paths["cert_file"],
         key_file=paths["key_file"],
@@ -320,28 +326,32 @@ def _parse_tls(where: str, base: Path, raw: object) -> TLSConfig | None:
         min_version=min_version,
         max_version=max_version,
         cipher_suites=tuple(suites),
-        prefer_server_cipher_suites=r.boolean("prefer_server_cipher_suites", True),
+        prefer_server_cipher_suites=prefer,
     )
 
 
-def _parse_headers(where: str, raw: Mapping[Any, Any]) -> dict[str, str]:
+def _parse_headers(fields: FieldReader, raw: Mapping[Any, Any]) -> dict[str, str]:
     """Check http_server_config.headers against the headers the exporter-toolkit allows."""
     canonical = {name.lower(): name for name in _HEADERS}
     headers: dict[str, str] = {}
     for key, value in raw.items():
-        field_name = f"http_server_config.headers.{key}"
+        field_name = f"http_server_config.headers.{describe_value(str(key)).strip(chr(39))}"
         name = canonical.get(str(key).lower())
         if name is None:
-            raise _fail(where, field_name, "this header can not be configured")
+            fields.error(field_name, "this header can not be configured")
+            continue
         if value is None or value == "":
             continue
         if not isinstance(value, str):
-            raise _fail(where, field_name, f"expected a string, got {_type_name(value)}")
+            fields.error(field_name, "must be a string", value, show_value=True)
+            continue
         if any(c in value for c in "\r\n\0"):
-            raise _fail(where, field_name, "control characters are not allowed")
+            fields.error(field_name, "control characters are not allowed")
+            continue
         allowed = _HEADERS[name]
         if allowed is not None and value.lower() not in allowed:
-            raise _fail(where, field_name, f"expected one of {', '.join(sorted(allowed))}")
+            fields.error(field_name, f"must be one of {', '.join(sorted(allowed))}")
+            continue
         headers[name] = value
     return headers
 
@@ -371,32 +381,30 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
         return WebConfig()
     file = Path(path)
     where = str(file)
+    fields = FieldReader(f"web config {where}", describe=describe_type)
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise _fail(where, "(file)", f"cannot read: {reason}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise _fail(where, "(file)", f"invalid YAML{at}") from exc
+        data = read_yaml_file(file)
+    except YamlFileError as exc:
+        raise WebConfigError(f"{fields.source}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _fail(where, "(top level)", f"expected a mapping, got {_type_name(data)}")
-    top = _Reader(where, "", data, _TOP_KEYS)
-    base = file.parent
-    tls = _parse_tls(where, base, data.get("tls_server_config"))
-    http = _Reader(where, "http_server_config.", top.mapping("http_server_config"), _HTTP_KEYS)
-    headers = _parse_headers(where, http.mapping("headers"))
-    users = _parse_users(where, top.mapping("basic_auth_users"))
+        fields.error("", "must be a mapping", data, show_value=True)
+        raise WebConfigError(fields.message())
+    top = _Reader(fields, "", data, _TOP_KEYS)
+    tls = _parse_tls(fields, file.parent, data.get("tls_server_config"))
+    http = _Reader(fields, "http_server_config.", top.mapping("http_server_config"), _HTTP_KEYS)
+    headers = _parse_headers(fields, http.mapping("headers"))
+    http2 = http.boolean("http2", True)
+    users_raw = top.mapping("basic_auth_users")
+    if fields.errors:
+        raise WebConfigError(fields.message())
+    users = _parse_users(where, users_raw)
     return WebConfig(
         tls=tls,
         basic_auth_users=MappingProxyType(users),
         headers=MappingProxyType(headers),
-        http2=http.boolean("http2", True),
+        http2=http2,
         path=file,
     )
 

@@ -18,6 +18,10 @@ DEFAULT_VARIABLES: dict[str, str] = {
     "__interval": "30s",
     "__range": "1h",
     "__range_s": "3600",
+    # The "All" values of the dashboard's variables; cluster's matches series without the label.
+    "cluster": ".*",
+    "job": ".+",
+    "instance": ".+",
     "datastore_id": ".+",
 }
 

@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Generate prometheusrule.yaml (a PrometheusRule for the Prometheus operator) from rules.yml."""
+"""Generate prometheusrule.yaml (a PrometheusRule for the Prometheus operator) from rules.yml.
+
+deploy/mixin/generate.py (`make mixin`) runs this after generating rules.yml from the jsonnet
+mixin; run it alone for a rules file of your own.
+"""
 
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ def render(rules_text: str, source: str = "deploy/prometheus/rules.yml") -> str:
     }
     header = (
         f"# GENERATED from {source} by deploy/kubernetes/generate_prometheusrule.py; do not edit.\n"
-        "# Regenerate: python deploy/kubernetes/generate_prometheusrule.py\n"
+        "# Regenerate: make mixin (deploy/mixin/generate.py, which also writes rules.yml).\n"
         "# kube-prometheus-stack only loads rules labelled with its release (ruleSelector):\n"
         "# add e.g. `release: kube-prometheus-stack` with a kustomize patch if yours needs it.\n"
     )

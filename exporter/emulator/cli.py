@@ -27,6 +27,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def startup_lines(url: str, region: str) -> list[str]:
+    """What the emulator prints once listening: its URL, then how to point the exporter at it."""
+    # The emulator checks no signature, but botocore refuses to send a request it cannot sign:
+    # without these a first run fails with "no AWS credentials found".
+    return [
+        f"healthimaging-emulator listening on {url}",
+        "  it accepts any credentials, but the AWS SDK needs some to sign requests: export "
+        f"AWS_ACCESS_KEY_ID=emulator AWS_SECRET_ACCESS_KEY=emulator AWS_DEFAULT_REGION={region}",
+        f'  exporter config: aws: {{region: {region}, endpoint_url: "{url}"}}',
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator in the foreground; prints its URL once ready, exits 0 on SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
@@ -49,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"healthimaging-emulator listening on {server.url}", flush=True)
+        print("\n".join(startup_lines(server.url, server.backend.region)), flush=True)
         # A timed wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):
             pass

@@ -15,6 +15,8 @@ from exporter.model import (
     FORCED_VERSIONS,
     IMAGE_SETS_DELETED,
     IN_PROGRESS_STATUSES,
+    LAST_FAILURE,
+    LAST_FORCED,
     NEW_VERSIONS,
     CounterKey,
     ImageSetSnapshot,
@@ -200,7 +202,7 @@ class ImageSetCollector:
 
 
 class EventCollector:
-    """The persisted event counters: new, failed and forced versions, deleted image sets."""
+    """The persisted event counters, and the persisted times of the last counted events."""
 
     def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the counter families."""
@@ -229,6 +231,16 @@ class EventCollector:
             "counter",
             "Versions seen entering a failed status, by the bounded reason of their message "
             "(its leading code, or other).",
+        )
+        last_failure = Family(
+            "healthimaging_image_set_last_failure_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a version entering this failed status.",
+        )
+        last_forced = Family(
+            "healthimaging_image_set_last_forced_version_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a new version with a forced override.",
         )
         for key, value in sorted(view.counters.items()):
             if key.family == NEW_VERSIONS:
@@ -260,7 +272,20 @@ class EventCollector:
                     ),
                     value,
                 )
-        yield from (new, failed, forced, deleted, failures)
+            elif key.family == LAST_FAILURE:
+                last_failure.add(
+                    label_pairs(
+                        datastore_id=key.datastore_id,
+                        image_set_id=key.image_set_id,
+                        workflow_status=key.workflow_status,
+                    ),
+                    value,
+                )
+            elif key.family == LAST_FORCED:
+                last_forced.add(
+                    label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
+                )
+        yield from (new, failed, forced, deleted, failures, last_failure, last_forced)
 
 
 class DatastoreCollector:
@@ -315,6 +340,11 @@ class DatastoreCollector:
             "(updatedAt, else createdAt); absent when none is in progress.",
         )
         oldest_started: dict[str, dict[str, float]] = {ds: {} for ds in view.datastores}
+        info = Family(
+            "healthimaging_datastore_info",
+            "gauge",
+            "The data store's AWS region from the configuration (always 1).",
+        )
         tracked: Counter[str] = Counter()
         statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
         forced_counts: Counter[str] = Counter()
@@ -332,6 +362,8 @@ class DatastoreCollector:
                 )
         for ds_id, ds in sorted(view.datastores.items()):
             ds_label = label_pairs(datastore_id=ds_id)
+            if ds.region:
+                info.add(label_pairs(datastore_id=ds_id, region=ds.region), 1)
             if ds.up is not None:
                 up.add(ds_label, 1.0 if ds.up else 0.0)
             if ds.last_success is not None:
@@ -350,5 +382,5 @@ class DatastoreCollector:
             if ds.discovers_all:
                 backfill_listed.add(ds_label, ds.backfill_listed)
                 backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
-        yield from (up, last_success, image_sets, by_status, forced, in_progress, oldest)
+        yield from (up, last_success, image_sets, by_status, forced, info, in_progress, oldest)
         yield from (backfill_listed, backfill_complete)

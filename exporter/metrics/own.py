@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter import __version__
-from exporter.aws import OUTCOMES
-from exporter.budget import RateBudget
+
+# Re-exported until exporter/service.py imports it from exporter.aws, where it now lives.
+from exporter.aws import AttemptRecorder as AttemptRecorder
+from exporter.outcomes import API_OUTCOMES
 
 POLL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 API_OPERATIONS = (
@@ -38,8 +40,8 @@ class ExporterMetrics:
             registry=registry,
         )
         for operation in API_OPERATIONS[:3]:
-            for outcome in OUTCOMES:
-                self.api_requests.labels(operation, outcome)
+            for outcome in API_OUTCOMES:
+                self.api_requests.labels(operation, outcome.value)
         self.poll_duration = Histogram(
             "healthimaging_exporter_poll_duration_seconds",
             "Duration of a whole poll cycle.",
@@ -100,22 +102,3 @@ class ExporterMetrics:
         """Publish the current request budget."""
         for operation, rate in rates.items():
             self.budget_rate.labels(operation).set(rate)
-
-
-class AttemptRecorder:
-    """Connects every AWS attempt to the rate budget and the request counters."""
-
-    def __init__(self, budget: RateBudget, metrics: ExporterMetrics) -> None:
-        self._budget = budget
-        self._metrics = metrics
-
-    def before_attempt(self, operation: str) -> None:
-        """Wait for the budget, counting the wait."""
-        waited = self._budget.acquire(operation)
-        if waited:
-            self._metrics.budget_wait.labels(operation).inc(waited)
-
-    def after_attempt(self, operation: str, outcome: str) -> None:
-        """Count the attempt and let the budget adapt to throttles."""
-        self._metrics.api_requests.labels(operation, outcome).inc()
-        self._budget.record(operation, throttled=outcome == "throttled")

@@ -21,6 +21,7 @@ class DatastoreView:
     discovers_all: bool = False
     backfill_listed: int = 0
     backfill_complete: bool = False
+    region: str = ""  # from the configuration; the alerts' console links use it
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -155,7 +156,7 @@ class _ServerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the process and wait until /-/ready answers 200."""
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.argv(), cwd=self.dir, stdout=log, stderr=subprocess.STDOUT
             )
@@ -189,6 +190,24 @@ class _ServerProcess:
             self._final_log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        """Send sig (kill -9 by default) and wait for the exit; the directory and port stay."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def restart(self, gap: float = 0.0, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Stop with sig, stay down for gap seconds, start again on the same port and data."""
+        self.kill(sig)
+        time.sleep(gap)
+        self.start(timeout)
+
     @property
     def running(self) -> bool:
         """True while the process runs."""
@@ -215,6 +234,22 @@ class PrometheusServer(_ServerProcess):
     name = "prometheus"
     binary_names = PROMETHEUS_NAMES
 
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        files: Mapping[str, str] | None = None,
+        binary: str | None = None,
+        *,
+        resend_delay: str = "1s",
+    ) -> None:
+        """Like _ServerProcess; resend_delay is --rules.alert.resend-delay."""
+        super().__init__(config, files, binary)
+        # The first notification of a new alert is dropped when the Alertmanager discovery has
+        # not synced yet; the default resend delay of 1m would then stall the test. Alertmanager
+        # resolves an alert 4 x max(resend delay, evaluation interval) after it was last sent,
+        # so a test that restarts Prometheus needs a resend delay longer than the restart.
+        self.resend_delay = resend_delay
+
     def argv(self) -> list[str]:
         """Prometheus flags: config, TSDB path, loopback listen address."""
         return [
@@ -222,11 +257,16 @@ class PrometheusServer(_ServerProcess):
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.dir / 'data'}",
             f"--web.listen-address={self.address}",
-            # The first notification of a new alert is dropped when the Alertmanager discovery
-            # has not synced yet; the default resend delay of 1m would then stall the test.
-            "--rules.alert.resend-delay=1s",
+            f"--rules.alert.resend-delay={self.resend_delay}",
             "--log.level=info",
         ]
+
+    def set_file_sd_targets(self, job: str, targets: Sequence[str]) -> None:
+        """Replace the targets of a job configured with file_sd_jobs (atomic rename)."""
+        path = self.dir / file_sd_path(job)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps([{"targets": list(targets)}]))
+        temporary.replace(path)
 
     def api(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET an /api/v1 endpoint and return its data, raising QueryError on an error."""
@@ -277,20 +317,37 @@ class AlertmanagerServer(_ServerProcess):
         return alerts
 
 
+def file_sd_path(job: str) -> str:
+    """The file_sd file of a job, relative to the Prometheus directory."""
+    return f"targets-{job}.json"
+
+
 def prometheus_config(
     *,
     rule_files: Sequence[str] = (),
     alertmanagers: Sequence[str] = (),
     scrape_targets: Mapping[str, Sequence[str]] | None = None,
+    file_sd_jobs: Sequence[str] = (),
     interval: str = "1s",
 ) -> dict[str, Any]:
-    """A prometheus.yml mapping with short scrape and evaluation intervals for tests."""
+    """A prometheus.yml mapping with short scrape and evaluation intervals for tests.
+
+    Jobs in file_sd_jobs read their targets from a file that PrometheusServer.set_file_sd_targets
+    rewrites while Prometheus runs (a rolling update changes the instance label).
+    """
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": list(rule_files),
         "scrape_configs": [
             {"job_name": job, "static_configs": [{"targets": list(targets)}]}
             for job, targets in (scrape_targets or {}).items()
+        ]
+        + [
+            {
+                "job_name": job,
+                "file_sd_configs": [{"files": [file_sd_path(job)], "refresh_interval": "1s"}],
+            }
+            for job in file_sd_jobs
         ],
     }
     if alertmanagers:
@@ -314,6 +371,22 @@ def alertmanager_config(webhook_url: str, group_by: Sequence[str] = ("...",)) ->
             {"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
         ],
     }
+
+
+def shipped_alertmanager_config(path: Path, webhook_base_url: str) -> dict[str, Any]:
+    """A shipped Alertmanager config with second-scale timers; receiver N posts to base/N.
+
+    group_wait and group_interval become 1 s, so a resolve and a re-page show up within seconds;
+    repeat_interval becomes 1 h everywhere, so a repeat cannot be mistaken for a re-page.
+    """
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for route in config["route"].get("routes", []):
+        route.pop("repeat_interval", None)
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            webhook["url"] = f"{webhook_base_url}/{receiver['name']}"
+    return config
 
 
 class WebhookReceiver:
@@ -442,8 +515,13 @@ class ExporterProcess(_ServerProcess):
         args: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
+        state_path: Path | None = None,
     ) -> None:
-        """Config is the exporter's YAML mapping; web.listen_address and state.path are set here."""
+        """Config is the exporter's YAML mapping; web.listen_address and state.path are set here.
+
+        state_path shares a state file with another exporter process (a rolling update: the new
+        pod mounts the old one's volume); by default each process has its own.
+        """
         super().__init__({}, {}, binary or find_exporter())
         # Extra command-line flags, and the TLS client context and basic-auth credentials the
         # test's own requests use when web.config_file protects the exporter.
@@ -452,7 +530,8 @@ class ExporterProcess(_ServerProcess):
         self.auth = auth
         full = dict(config)
         full["web"] = {**dict(config.get("web", {})), "listen_address": self.address}
-        full["state"] = {**dict(config.get("state", {})), "path": str(self.dir / "state.db")}
+        self.state_path = state_path or self.dir / "state.db"
+        full["state"] = {**dict(config.get("state", {})), "path": str(self.state_path)}
         self.config_path.write_text(yaml.safe_dump(full, sort_keys=False))
 
     @property
@@ -483,7 +562,7 @@ class ExporterProcess(_ServerProcess):
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self.argv(), cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env
             )

@@ -24,9 +24,10 @@ from tests.e2e.servers import (
     PrometheusServer,
     WebhookReceiver,
     prometheus_config,
+    shipped_alertmanager_config,
     wait_until,
 )
-from tests.e2e.test_alerting_e2e import RULES, accelerated_rules, alertmanager_test_config
+from tests.e2e.test_alerting_e2e import ALERTMANAGER, RULES, accelerated_rules
 from tests.pki import issue, make_ca
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +86,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSStack]:
         hook = WebhookReceiver()
         cleanup.callback(hook.stop)
         hook.start()
-        alertmanager = AlertmanagerServer(alertmanager_test_config(hook.url.rsplit("/", 1)[0]))
+        alertmanager = AlertmanagerServer(
+            shipped_alertmanager_config(ALERTMANAGER, hook.url.rsplit("/", 1)[0])
+        )
         cleanup.callback(alertmanager.stop)
         alertmanager.start()
         config = prometheus_config(

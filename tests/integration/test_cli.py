@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,19 +80,110 @@ def test_once_exits_1_when_the_poll_failed(emulator: EmulatorServer, tmp_path: P
     assert b"Traceback" not in run.stderr
 
 
+def check_config(config: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [EXPORTER, "--config", str(config), "--check-config"],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
 def test_check_config_ok_and_bad(emulator: EmulatorServer, tmp_path: Path) -> None:
     good = write_config(tmp_path / "good.yaml", emulator)
-    run = subprocess.run(
-        [EXPORTER, "--config", str(good), "--check-config"], capture_output=True, timeout=60
-    )
-    assert run.returncode == 0 and b"ok" in run.stdout
+    run = check_config(good)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout.decode().strip() == f"{good}: ok (1 data store)"
     bad = ROOT / "tests" / "data" / "config" / "negative_interval.yaml"
-    run = subprocess.run(
-        [EXPORTER, "--config", str(bad), "--check-config"], capture_output=True, timeout=60
-    )
+    run = check_config(bad)
     assert run.returncode == 2
     lines = run.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "poll.interval_seconds" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["alias_bomb", "huge_integer", "impossible_date", "deep_nesting", "many_errors"],
+)
+def test_check_config_refuses_hostile_yaml_in_one_short_line(name: str) -> None:
+    run = check_config(ROOT / "tests" / "data" / "config" / f"{name}.yaml")
+    assert run.returncode == 2
+    assert b"Traceback" not in run.stderr
+    lines = run.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 4000
+
+
+def _startup_cases(
+    tmp_path: Path, emulator: EmulatorServer
+) -> dict[str, tuple[dict[str, object], str]]:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    not_db = tmp_path / "not.db"
+    not_db.write_text("not a database\n")
+    return {
+        "missing profile": (
+            {"aws": {"endpoint_url": emulator.url, "profile": "no-such-profile"}},
+            "aws.profile: The config profile (no-such-profile) could not be found",
+        ),
+        "state is a folder": ({"state": {"path": str(folder)}}, "is a directory, not a file"),
+        "state folder missing": (
+            {"state": {"path": str(tmp_path / "missing" / "s.db")}},
+            f"directory {tmp_path / 'missing'} does not exist",
+        ),
+        "state not sqlite": ({"state": {"path": str(not_db)}}, "is not an SQLite database"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing profile", "state is a folder", "state folder missing", "state not sqlite"]
+)
+def test_check_config_checks_what_the_daemon_needs(
+    emulator: EmulatorServer, tmp_path: Path, case: str
+) -> None:
+    extra, expected = _startup_cases(tmp_path, emulator)[case]
+    config = write_config(tmp_path / "config.yaml", emulator, **extra)
+    run = check_config(config, AWS_CONFIG_FILE=str(tmp_path / "aws-config"))
+    assert run.returncode == 2, run.stdout.decode()
+    lines = run.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert lines[0].startswith(f"healthimaging-exporter: invalid config: {config}: ")
+
+
+def test_check_config_refuses_a_port_in_use(emulator: EmulatorServer, tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = write_config(
+            tmp_path / "config.yaml", emulator, web={"listen_address": f"127.0.0.1:{port}"}
+        )
+        run = check_config(config)
+    assert run.returncode == 2
+    assert f"web.listen_address 127.0.0.1:{port}: cannot listen: Address already in use" in (
+        run.stderr.decode()
+    )
+
+
+def test_daemon_refuses_a_missing_profile_at_start_as_check_config_does(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml", emulator, aws={"endpoint_url": emulator.url, "profile": "nope"}
+    )
+    env = {**os.environ, "AWS_CONFIG_FILE": str(tmp_path / "aws-config")}
+    check = subprocess.run(
+        [EXPORTER, "--config", str(config), "--check-config"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    once = subprocess.run(
+        [EXPORTER, "--config", str(config), "--once"], capture_output=True, env=env, timeout=60
+    )
+    assert check.returncode == once.returncode == 2
+    assert b"Traceback" not in once.stderr
+    assert check.stderr == once.stderr
+    assert b"aws.profile: The config profile (nope) could not be found" in once.stderr
 
 
 def test_unwritable_state_is_a_clear_startup_error(
@@ -124,8 +216,9 @@ def _metrics_port(process: subprocess.Popen[bytes], lines: list[str]) -> int:
     raise AssertionError("exporter did not start: " + "".join(lines))
 
 
+@pytest.mark.parametrize("bad", ["invalid_value", "alias_bomb"])
 def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, bad: str
 ) -> None:
     config = write_config(tmp_path / "config.yaml", emulator)
     process = subprocess.Popen(
@@ -147,7 +240,10 @@ def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
             and time.monotonic() < deadline
         ):
             time.sleep(0.1)
-        config.write_text("poll: {interval_seconds: nope}\n")
+        if bad == "alias_bomb":  # once 93 s of stalled scrapes: now refused at once
+            shutil.copy(ROOT / "tests" / "data" / "config" / "alias_bomb.yaml", config)
+        else:
+            config.write_text("poll: {interval_seconds: nope}\n")
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
         body = ""

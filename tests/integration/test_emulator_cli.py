@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.emulator import EmulatorServer
 from exporter.emulator.testing import client_for
@@ -162,3 +163,47 @@ def test_console_script_loads_data_file_and_reports_bad_ones(tmp_path: Path) -> 
         "healthimaging-emulator: error: datastores[0].datastoreId"
     )
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_start_up_lines_say_how_to_point_the_exporter_at_it(tmp_path: Path) -> None:
+    # A new user's first run: start the emulator, do what it prints, run the exporter.
+    home = tmp_path / "home"
+    home.mkdir()
+    told_keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    bare = {k: v for k, v in isolated_env(home).items() if k not in told_keys}
+    proc = subprocess.Popen(
+        [str(BIN / "healthimaging-emulator"), "--port", str(free_port())],
+        env=bare,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+        exports = proc.stdout.readline().strip().split(" export ", 1)[1]
+        told = dict(pair.split("=", 1) for pair in exports.split())
+        assert set(told) == set(told_keys)
+        config_line = proc.stdout.readline().strip()
+        aws = yaml.safe_load(config_line.removeprefix("exporter config: "))["aws"]
+        assert aws["endpoint_url"] == url
+        config = tmp_path / "exporter.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "aws": {**aws, "max_attempts": 1},
+                    "datastores": [{"datastore_id": DS, "image_sets": [SET]}],
+                    "state": {"path": ":memory:"},
+                }
+            )
+        )
+        command = [str(BIN / "healthimaging-exporter"), "--config", str(config), "--once"]
+        without = subprocess.run(command, env=bare, capture_output=True, text=True, timeout=60)
+        assert "no AWS credentials found" in without.stderr
+        told_env = {**bare, **told}
+        run = subprocess.run(command, env=told_env, capture_output=True, text=True, timeout=60)
+        assert f'healthimaging_up{{datastore_id="{DS}"}} 1.0' in run.stdout, run.stderr
+        assert "no AWS credentials" not in run.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

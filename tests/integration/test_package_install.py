@@ -120,3 +120,25 @@ def test_emulator_help(fresh_venv: Path) -> None:
     done = run(fresh_venv / "healthimaging-emulator", "--help", cwd=fresh_venv)
     assert "usage" in done.stdout.lower()
     assert "--port" in done.stdout
+
+
+def test_the_wheel_declares_its_license_and_links(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
+    metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    metadata = archive.read(metadata_name).decode()
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: Apache-2.0" in headers
+    # PEP 639: an SPDX expression replaces the license classifiers, never both.
+    assert not [h for h in headers if h.startswith("Classifier: License ::")]
+    assert not [h for h in headers if h.startswith("License: ")]
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    for label, url in urls.items():
+        assert f"Project-URL: {label}, {url}" in headers
+    license_name = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+    shipped = archive.read(license_name).decode()
+    assert shipped == (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in shipped
+    assert "END OF TERMS AND CONDITIONS" in shipped
+    # web.py renders its pages itself: no stray data files in the package
+    assert not [n for n in names if n.startswith("exporter/") and n.endswith(".html")]

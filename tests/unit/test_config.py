@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config import Config, ConfigError, load_config, parse_config, parse_config_text
+from exporter.configfile import MAX_ERRORS_SHOWN, MAX_FILE_BYTES, MAX_SCALAR_CHARS
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "tests" / "data" / "config").glob("*.yaml"))
@@ -100,3 +102,78 @@ def test_any_input_is_a_valid_config_or_one_config_error(data: dict[str, object]
     except ConfigError as exc:
         assert "\n" not in str(exc)
         assert str(exc).startswith("fuzz: ")
+
+
+def test_file_larger_than_the_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match=r"big.yaml: is larger than 1024 KiB$"):
+        load_config(path)
+
+
+def test_scalar_longer_than_the_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text(f"state: {{path: {'a' * (MAX_SCALAR_CHARS + 1)}}}\n")
+    with pytest.raises(ConfigError, match=f"a value longer than {MAX_SCALAR_CHARS} characters"):
+        load_config(path)
+
+
+def test_many_errors_are_capped_and_values_cut_short() -> None:
+    bad: dict[str, object] = {f"key{i}": "v" * 10_000 for i in range(500)}
+    bad["poll"] = {"interval_seconds": "x" * 10_000}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bad, "many")
+    message = str(caught.value)
+    assert message.count(": unknown key") == MAX_ERRORS_SHOWN
+    assert message.endswith("; and 482 more errors")
+    assert "x" * 41 not in message and "v" * 41 not in message
+    assert len(message) < 200 * MAX_ERRORS_SHOWN
+
+
+def test_one_error_more_is_singular() -> None:
+    bad: dict[str, object] = {f"key{i}": 1 for i in range(MAX_ERRORS_SHOWN + 1)}
+    bad["datastores"] = [{"datastore_id": DS, "image_sets": "all"}]
+    with pytest.raises(ConfigError, match=r"; and 1 more error$"):
+        parse_config(bad, "x")
+
+
+yaml_like_text = st.text(
+    alphabet="[]{}:,-&*!|>?'\"#%@`\\\n\t 0123456789abcdefxyz.e+_<=~", max_size=200
+)
+plain_data = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.dates().map(str),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+def _assert_config_or_one_config_error(text: str) -> None:
+    try:
+        result = parse_config_text(text, "fuzz")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        assert str(exc).startswith("fuzz: ")
+        assert len(str(exc)) < 200 * MAX_ERRORS_SHOWN
+    else:
+        assert isinstance(result, Config)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300) | yaml_like_text)
+def test_any_yaml_text_is_a_config_or_one_config_error(text: str) -> None:
+    _assert_config_or_one_config_error(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plain_data | st.dictionaries(st.sampled_from(["aws", "poll", "datastores", "web"]), plain_data)
+)
+def test_any_data_dumped_to_yaml_is_a_config_or_one_config_error(data: object) -> None:
+    _assert_config_or_one_config_error(yaml.safe_dump(data))

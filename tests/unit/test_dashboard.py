@@ -45,16 +45,33 @@ def test_dashboard_is_valid_json_with_a_schema_version() -> None:
 
 
 def test_template_variables(dashboard: dict[str, Any]) -> None:
-    """A Prometheus data source variable and a multi-value datastore_id variable with All."""
+    """Data source, then cluster, job, instance and data store, each narrowing the next."""
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["datasource", "cluster", "job", "instance", "datastore_id"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    datastore = variables["datastore_id"]
-    assert datastore["type"] == "query"
-    assert datastore["definition"] == "label_values(healthimaging_up, datastore_id)"
-    assert datastore["query"]["query"] == "label_values(healthimaging_up, datastore_id)"
-    assert datastore["multi"] is True and datastore["includeAll"] is True
-    assert datastore["datasource"]["uid"] == "${datasource}"
+    chain = {
+        "cluster": "label_values(healthimaging_exporter_build_info, cluster)",
+        "job": 'label_values(healthimaging_exporter_build_info{cluster=~"$cluster"}, job)',
+        "instance": (
+            "label_values(healthimaging_exporter_build_info"
+            '{cluster=~"$cluster",job=~"$job"}, instance)'
+        ),
+        "datastore_id": (
+            'label_values(healthimaging_up{cluster=~"$cluster",job=~"$job",instance=~"$instance"}'
+            ", datastore_id)"
+        ),
+    }
+    for name, query in chain.items():
+        variable = variables[name]
+        assert variable["type"] == "query", name
+        assert variable["definition"] == variable["query"]["query"] == query, name
+        assert variable["multi"] is True and variable["includeAll"] is True, name
+        assert variable["datasource"]["uid"] == "${datasource}", name
+    # "All" of cluster must match series that have no cluster label at all.
+    assert variables["cluster"]["allValue"] == ".*"
+    assert variables["cluster"]["hide"] == 2, "shown only with _config.showMultiCluster"
+    assert {variables[n]["allValue"] for n in ("job", "instance", "datastore_id")} == {".+"}
 
 
 def test_every_panel_has_a_target_on_the_datasource_variable(dashboard: dict[str, Any]) -> None:
@@ -110,6 +127,20 @@ def test_datastore_metrics_follow_the_variable(dashboard: dict[str, Any]) -> Non
             assert rest.startswith("{") and '$datastore_id"' in rest.split("}")[0], (
                 f"{name} not filtered by $datastore_id in {expr!r}"
             )
+
+
+def test_every_metric_follows_cluster_job_and_instance(dashboard: dict[str, Any]) -> None:
+    """Every selector of an exporter metric filters on $cluster, $job and $instance."""
+    wanted = ('cluster=~"$cluster"', 'job=~"$job"', 'instance=~"$instance"')
+    selectors = 0
+    for expr in (t["expr"] for p in panels(dashboard) for t in p["targets"]):
+        for match in re.finditer(r"\bhealthimaging_\w+", expr):
+            rest = expr[match.end() :]
+            assert rest.startswith("{"), f"{match.group()} has no selector in {expr!r}"
+            matchers = rest[1:].split("}")[0].split(",")
+            assert all(w in matchers for w in wanted), f"{match.group()} in {expr!r}"
+            selectors += 1
+    assert selectors >= 40
 
 
 def test_ids_are_unique(dashboard: dict[str, Any]) -> None:

@@ -144,3 +144,43 @@ def test_counters_equal_transitions_after_the_baseline(
     assert got_failures == +failures
     assert totals[CounterKey(FORCED_VERSIONS, *KEY)] == forced
     assert got_new == +new
+
+
+def test_duplicate_version_ids_in_an_unchanged_answer_count_nothing_again() -> None:
+    # The hostile tester's case: five healthy versions, each listed twice with two statuses.
+    answer = tuple(x for i in range(5, 0, -1) for x in (v(i, "COPIED"), v(i, "COPY_FAILED")))
+    start = diff_versions(KEY, None, answer).snapshot
+    assert [x.version_id for x in start.versions] == [5, 4, 3, 2, 1]
+    for _ in range(3):
+        change = diff_versions(KEY, start, answer)
+        assert change.increments == {}
+        assert change.snapshot == start
+    # The same duplicates in another order are the same answer.
+    assert diff_versions(KEY, start, answer[::-1]).increments == {}
+
+
+def test_a_duplicate_in_a_failure_status_wins_and_counts_once() -> None:
+    start = diff_versions(KEY, None, (v(1, "COPIED"),)).snapshot
+    answer = (v(2, "COPIED"), v(2, "COPY_FAILED"), v(1, "COPIED"))
+    first = diff_versions(KEY, start, answer)
+    assert [(x.version_id, x.workflow_status) for x in first.snapshot.versions] == [
+        (2, "COPY_FAILED"),
+        (1, "COPIED"),
+    ]
+    assert first.increments[CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 1
+    assert diff_versions(KEY, first.snapshot, answer[::-1]).increments == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.sampled_from(STATUSES), st.booleans()), max_size=12)
+)
+def test_any_answer_with_duplicates_counts_nothing_when_polled_again_in_any_order(
+    entries: list[tuple[int, str, bool]],
+) -> None:
+    answer = tuple(v(i, status, forced) for i, status, forced in entries)
+    snapshot = diff_versions(KEY, ImageSetSnapshot(KEY, ()), answer).snapshot
+    assert len({x.version_id for x in snapshot.versions}) == len(snapshot.versions)
+    for order in (answer, answer[::-1], tuple(sorted(answer, key=repr))):
+        again = diff_versions(KEY, snapshot, order)
+        assert again.increments == {} and again.snapshot == snapshot

@@ -124,3 +124,10 @@ def test_dockerignore_keeps_what_the_build_copies_and_drops_the_rest() -> None:
         for source in copy.split()[:-1]:
             assert f"!{source}" in lines or f"!{source}/" in lines, source
     assert "**/__pycache__" in lines
+
+
+def test_buildah_and_podman_users_are_told_to_keep_the_healthcheck() -> None:
+    # The OCI image format has no HEALTHCHECK: buildah/podman drop it unless --format docker.
+    assert "HEALTHCHECK" in DOCKERFILE.read_text()
+    assert "--format docker" in DOCKERFILE.read_text()
+    assert "--format docker" in (ROOT / "docs" / "deployment.md").read_text()

@@ -13,7 +13,15 @@ from exporter.metrics.collectors import DatastoreCollector, EventCollector, Imag
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, render
 from exporter.metrics.families import Family
 from exporter.metrics.view import DatastoreView, FleetView
-from exporter.model import FAILED_VERSIONS, CounterKey, ImageSetKey, ImageSetSnapshot, Version
+from exporter.model import (
+    FAILED_VERSIONS,
+    LAST_FAILURE,
+    LAST_FORCED,
+    CounterKey,
+    ImageSetKey,
+    ImageSetSnapshot,
+    Version,
+)
 
 DS = "d" * 32
 KEY = ImageSetKey(DS, "i" * 32)
@@ -79,3 +87,28 @@ def test_nothing_scraped_keeps_the_prepared_set() -> None:
     exposition = render(registry(), VIEW, COLLECTORS)
     exposition.prepare({False})
     assert exposition.wanted() == {False}
+
+
+def test_event_timestamps_and_the_data_store_region_are_gauges() -> None:
+    view = FleetView(
+        MappingProxyType({}),
+        MappingProxyType(
+            {
+                CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 1.0,
+                CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED"): 1700000000.5,
+                CounterKey(LAST_FORCED, *KEY): 1700000001.0,
+            }
+        ),
+        MappingProxyType({DS: DatastoreView(DS, "none", True, 12.5, region="eu-west-1")}),
+    )
+    text = render(registry(), view, COLLECTORS).text.decode()
+    labels = f'datastore_id="{DS}",image_set_id="{KEY.image_set_id}"'
+    assert "# TYPE healthimaging_image_set_last_failure_timestamp_seconds gauge" in text
+    assert (
+        "healthimaging_image_set_last_failure_timestamp_seconds"
+        f'{{{labels},workflow_status="COPY_FAILED"}} 1700000000.5\n'
+    ) in text
+    assert (
+        f"healthimaging_image_set_last_forced_version_timestamp_seconds{{{labels}}} 1700000001.0\n"
+    ) in text
+    assert f'healthimaging_datastore_info{{datastore_id="{DS}",region="eu-west-1"}} 1.0\n' in text

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
+from botocore import xform_name
 from parliament import analyze_policy_string, iam_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 IAM = ROOT / "deploy" / "iam"
-DATASTORE = (
-    "arn:aws:medical-imaging:us-east-1:123456789012:datastore/12345678901234567890123456789012"
+ACCOUNT_REGION = "arn:aws:medical-imaging:us-east-1:123456789012"
+DATASTORE_ID = "12345678901234567890123456789012"
+# The AWS boundary: every module of the exporter but the emulator, which shares no code with it.
+EXPORTER_SOURCES = sorted(
+    p for p in (ROOT / "exporter").rglob("*.py") if "emulator" not in p.relative_to(ROOT).parts
 )
-READ_ACTIONS = {
-    "medical-imaging:ListImageSetVersions",
-    "medical-imaging:GetImageSet",
-    "medical-imaging:SearchImageSets",
-    "medical-imaging:ListDatastores",
-    "medical-imaging:GetDatastore",
-}
 # Findings parliament reports on a file that are expected, each with its justification.
 JUSTIFIED = {
     "assume-role-policy.json": {
@@ -39,6 +38,10 @@ JUSTIFIED = {
             "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/"
             "EXAMPLED539D4633E53DE1B71EXAMPLE",
         ),
+    },
+    "trust-policy-pod-identity.json": {
+        # A trust policy names no Resource: the role it is attached to is the resource.
+        ("MALFORMED", "Statement contains neither Resource nor NotResource"),
     },
 }
 
@@ -68,45 +71,141 @@ def test_parliament_finds_nothing_unjustified(name: str) -> None:
     assert findings((IAM / name).read_text()) == JUSTIFIED.get(name, set())
 
 
-def test_policy_allows_exactly_the_read_actions() -> None:
-    actions = {a for s in statements("policy.json") for a in as_list(s["Action"])}
-    assert actions == READ_ACTIONS
+def service_operations() -> dict[str, str]:
+    """Every operation of botocore's medical-imaging model, by its client method name too."""
+    model = botocore.session.get_session().get_service_model("medical-imaging")
+    names = {name: name for name in model.operation_names}
+    names.update({xform_name(name): name for name in model.operation_names})
+    return names
+
+
+def operations_called_in(source: str) -> set[str]:
+    """The medical-imaging operations a piece of code calls.
+
+    A call counts when it is a client method named after an operation
+    (`client.list_image_set_versions(...)`, `api.search_image_sets(...)`) or when it passes an
+    operation's name as an argument (`self._pages("ListImageSetVersions", ...)`,
+    `client.get_paginator("list_image_set_versions")`). Names in tables that are not calls
+    (result keys, metric label values) do not count.
+    """
+    known = service_operations()
+    called: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr in known:
+            called.add(known[node.func.attr])
+        for argument in [*node.args, *(k.value for k in node.keywords)]:
+            if isinstance(argument, ast.Constant) and argument.value in known:
+                called.add(known[argument.value])
+    return called
+
+
+def operations_the_exporter_calls() -> set[str]:
+    """The medical-imaging operations called anywhere in the exporter (emulator aside)."""
+    called: set[str] = set()
+    for path in EXPORTER_SOURCES:
+        called |= operations_called_in(path.read_text())
+    return called
+
+
+def actions(name: str) -> set[str]:
+    """Every action a policy file allows."""
+    return {a for s in statements(name) for a in as_list(s["Action"])}
+
+
+def medical_imaging_definition() -> dict[str, Any]:
+    """Parliament's copy of the Service Authorization Reference for AWS HealthImaging."""
+    found = next(s for s in iam_definition if s["prefix"] == "medical-imaging")
+    assert isinstance(found, dict)
+    return found
+
+
+def test_the_scan_sees_calls_and_ignores_tables() -> None:
+    code = """
+api.list_image_set_versions(datastoreId=d, imageSetId=i)
+self._page("SearchImageSets", params, token)
+client.get_paginator("get_image_set")
+RESULT_KEYS = {"GetDatastore": "datastoreProperties"}
+metrics.labels(operation="ListDatastores")
+"""
+    assert operations_called_in(code) == {
+        "ListImageSetVersions",
+        "SearchImageSets",
+        "GetImageSet",
+        "ListDatastores",  # a keyword argument naming an operation counts too: better too many
+    }
+    assert operations_called_in("OPERATIONS = ('GetDatastore', 'ListDatastores')") == set()
+
+
+def test_the_exporter_calls_what_it_polls_with() -> None:
+    # The two operations README.md names; the policy test below is only as good as this scan.
+    assert {"ListImageSetVersions", "SearchImageSets"} <= operations_the_exporter_calls()
+
+
+def test_policy_allows_exactly_the_operations_the_exporter_calls() -> None:
+    called = {f"medical-imaging:{op}" for op in operations_the_exporter_calls()}
+    allowed = actions("policy.json")
+    assert allowed - called == set(), "allowed but never called: drop them"
+    assert called - allowed == set(), "called but not allowed: the exporter would be denied"
     assert all(s["Effect"] == "Allow" for s in statements("policy.json"))
-    service = next(s for s in iam_definition if s["prefix"] == "medical-imaging")
-    levels = {p["privilege"]: p["access_level"] for p in service["privileges"]}
-    for action in actions:
+    levels = {p["privilege"]: p["access_level"] for p in medical_imaging_definition()["privileges"]}
+    for action in allowed:
         assert levels[action.split(":", 1)[1]] in {"Read", "List"}, action
 
 
-def test_policy_covers_every_operation_the_exporter_calls() -> None:
-    called = set()
-    for source in (ROOT / "exporter").glob("*.py"):
-        called |= set(re.findall(r"_call\(\s*\"([A-Z]\w+)\"", source.read_text()))
-    actions = {a for s in statements("policy.json") for a in as_list(s["Action"])}
-    assert {f"medical-imaging:{op}" for op in called} <= actions
+def test_role_assumption_is_allowed_exactly_when_the_exporter_assumes_roles() -> None:
+    assumes = any("AssumeRoleCredentialFetcher" in p.read_text() for p in EXPORTER_SOURCES)
+    assert assumes == ("sts:AssumeRole" in actions("assume-role-policy.json"))
+    assert actions("assume-role-policy.json") <= {"sts:AssumeRole"}
 
 
-def test_only_list_datastores_gets_a_wildcard_resource() -> None:
-    service = next(s for s in iam_definition if s["prefix"] == "medical-imaging")
-    scoped = {
-        p["privilege"]
-        for p in service["privileges"]
-        if any(r["resource_type"] for r in p["resource_types"])
+def resource_patterns() -> dict[str, re.Pattern[str]]:
+    """Each HealthImaging resource type's ARN format, filled in with this example's values."""
+    values = {
+        "Partition": "aws",
+        "Region": "us-east-1",
+        "Account": "123456789012",
+        "DatastoreId": DATASTORE_ID,
     }
+    patterns = {}
+    for resource in medical_imaging_definition()["resources"]:
+        parts = re.split(r"\$\{(\w+)\}", resource["arn"])  # literal, name, literal, ...
+        pattern = "".join(
+            re.escape(part)
+            if i % 2 == 0
+            else re.escape(values[part])
+            if part in values
+            else r"(?:[0-9a-z]{32}|\*)"  # one image set id, or all of the data store's
+            for i, part in enumerate(parts)
+        )
+        patterns[resource["resource"]] = re.compile(pattern)
+    return patterns
+
+
+def test_every_action_gets_only_the_resources_it_requires() -> None:
+    required = {
+        p["privilege"]: {r["resource_type"].rstrip("*") for r in p["resource_types"]}
+        for p in medical_imaging_definition()["privileges"]
+    }
+    patterns = resource_patterns()
     for statement in statements("policy.json"):
         resources = as_list(statement["Resource"])
+        assert "*" not in resources
+        assert all(r.startswith(ACCOUNT_REGION) for r in resources), resources
         for action in as_list(statement["Action"]):
-            if action.split(":", 1)[1] in scoped:
-                assert "*" not in resources, action
-                assert all(r == DATASTORE or r == f"{DATASTORE}/imageset/*" for r in resources)
-            else:
-                assert action == "medical-imaging:ListDatastores"
-                assert resources == ["*"]
+            wanted = required[action.split(":", 1)[1]]
+            assert "" not in wanted, f"{action} supports no resource scoping"
+            # each resource is of a type the action requires, and each required type is there
+            types = {t for r in resources for t, p in patterns.items() if p.fullmatch(r)}
+            assert types == wanted, (action, resources)
+            for resource in resources:
+                assert any(patterns[t].fullmatch(resource) for t in wanted), (action, resource)
 
 
 def test_parliament_does_flag_a_broken_policy() -> None:
     text = (IAM / "policy.json").read_text()
-    typo = text.replace('medical-imaging:GetImageSet"', 'medical-imaging:GetImageSets"')
+    typo = text.replace('medical-imaging:SearchImageSets"', 'medical-imaging:SearchImageSet"')
     assert any(issue == "UNKNOWN_ACTION" for issue, _ in findings(typo))
     # a data store action scoped to another service's resource
     mismatch = json.dumps(
@@ -134,3 +233,15 @@ def test_irsa_trust_policy_binds_the_service_account() -> None:
     assert aud == "sts.amazonaws.com"
     provider = statement["Principal"]["Federated"].split("oidc-provider/", 1)[1]
     assert all(k.startswith(provider + ":") for k in conditions)
+
+
+def test_pod_identity_trust_policy_binds_the_service_account() -> None:
+    (statement,) = statements("trust-policy-pod-identity.json")
+    assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+    # EKS Pod Identity assumes the role with session tags: both actions are required.
+    assert sorted(as_list(statement["Action"])) == ["sts:AssumeRole", "sts:TagSession"]
+    conditions = statement["Condition"]["StringEquals"]
+    assert conditions["aws:RequestTag/kubernetes-namespace"] == "healthimaging-exporter"
+    assert conditions["aws:RequestTag/kubernetes-service-account"] == "healthimaging-exporter"
+    assert "aws:RequestTag/eks-cluster-name" in conditions
+    assert "aws:SourceAccount" in conditions

