@@ -129,8 +129,9 @@ class Backend:
         forced: bool = False,
         message: str | None = None,
         state: str = "ACTIVE",
+        updated_at: float | None = None,
     ) -> str:
-        """Append a new latest version (now as updatedAt) and return its version id."""
+        """Append a new latest version (updatedAt now, or as given) and return its version id."""
         check_enum(workflow_status, WORKFLOW_STATUSES, "workflowStatus")
         check_enum(state, IMAGE_SET_STATES, "state")
         with self.lock:
@@ -143,7 +144,7 @@ class Backend:
                 state=state,
                 workflow_status=workflow_status,
                 created_at=image_set.created_at,
-                updated_at=now,
+                updated_at=now if updated_at is None else round(updated_at, 3),
                 deleted_at=now if state == "DELETED" else None,
                 message=message,
                 forced=True if forced else None,
@@ -160,8 +161,13 @@ class Backend:
         version_id: str,
         workflow_status: str,
         message: str | None = None,
+        updated_at: float | None = None,
     ) -> None:
-        """Change one version's workflow status and message; bumps its and the set's updatedAt."""
+        """Change one version's workflow status and message; bumps its and the set's updatedAt.
+
+        `updated_at` back-dates the version's updatedAt (a workflow that started earlier); the
+        image set's updatedAt, which search sorts on, is now all the same.
+        """
         check_enum(workflow_status, WORKFLOW_STATUSES, "workflowStatus")
         with self.lock:
             store = self.store(datastore_id)
@@ -174,7 +180,10 @@ class Backend:
             version = image_set.versions[index]
             now = self._now()
             image_set.versions[index] = dataclasses.replace(
-                version, workflow_status=workflow_status, message=message, updated_at=now
+                version,
+                workflow_status=workflow_status,
+                message=message,
+                updated_at=now if updated_at is None else round(updated_at, 3),
             )
             store.reindex_updated(image_set, now)
 
