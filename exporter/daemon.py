@@ -47,6 +47,7 @@ class Daemon:
             reload=self.reload if enable_lifecycle else None,
             authenticator=BasicAuthChecker(web_config.basic_auth_users),
             headers=dict(web_config.headers),
+            rate_limit=web_config.rate_limit,
         )
         try:
             self._server = WebServer(config.web.host, config.web.port, app, ssl_context)

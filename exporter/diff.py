@@ -42,7 +42,7 @@ def diff_versions(
     """
     current = distinct_versions(current)
     if previous is None:
-        return ImageSetChange(snapshot=ImageSetSnapshot(key, current), baseline=True)
+        return ImageSetChange(snapshot=ImageSetSnapshot(key, _settled(current)), baseline=True)
     known = {v.version_id: v for v in previous.removed}
     known.update((v.version_id, v) for v in previous.versions)
     current_ids = {v.version_id for v in current}
@@ -70,11 +70,18 @@ def diff_versions(
     listed_before = {v.version_id for v in previous.versions}
     removed = tuple(v for v_id, v in sorted(known.items(), reverse=True) if v_id not in current_ids)
     return ImageSetChange(
-        snapshot=ImageSetSnapshot(key, current, removed, seen_updated_at=previous.seen_updated_at),
+        snapshot=ImageSetSnapshot(
+            key, _settled(current), removed, seen_updated_at=previous.seen_updated_at
+        ),
         increments=increments,
         failed=tuple(failed),
         vanished=len(listed_before - current_ids),
     )
+
+
+def _settled(versions: tuple[Version, ...]) -> tuple[Version, ...]:
+    # issue 12: listing timestamps serve this diff only; snapshots keep in-progress ones only.
+    return tuple(v.settled() for v in versions)
 
 
 def _entered_failure(before: Version | None, now: Version) -> bool:

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 FAILURE_STATUSES = frozenset({"COPY_FAILED", "UPDATE_FAILED", "IMPORT_FAILED"})
+# The model's ImageSetWorkflowStatus values of a workflow still running: one that stays too long
+# is stuck, a failure in waiting.
+IN_PROGRESS_STATUSES = frozenset(
+    {
+        "COPYING",
+        "COPYING_WITH_READ_ONLY_ACCESS",
+        "UPDATING",
+        "UPDATING_FOR_STUDY_CONSISTENCY",
+        "IMPORTING",
+        "DELETING",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +30,26 @@ class Version:
     image_set_state: str
     forced: bool = False
     is_primary: bool | None = None
-    # Timestamps are not kept: no metric needs them, and at half a million versions they would
-    # be most of the memory and of the restart time.
-    # Logged once when a failure is first seen; never stored, never a label.
-    message: str | None = field(default=None, compare=False)
+    # When the version last changed: the listing's updatedAt, else its createdAt. Read for every
+    # listed version (the first sight of an image set moved here by a reshard), but kept past the
+    # first diff (settled()) and stored only while the version is in an in-progress status, where
+    # it is the time it entered that status. Few versions are in progress at any time, so memory
+    # stays flat, and every other version keeps None and stays shared with its equals (see
+    # store.py's version cache). One slot for both: half a million versions pay for each slot.
+    changed_at: float | None = None
+    # The bounded code of a failed version's message (exporter.reasons); None for the others.
+    # The message itself stops at the AWS boundary: free text may name patients or files.
+    reason: str | None = None
+
+    @property
+    def started_at(self) -> float | None:
+        """Return when an in-progress version entered its status; None for the others."""
+        return self.changed_at if self.workflow_status in IN_PROGRESS_STATUSES else None
+
+    def settled(self) -> Version:
+        """Return this version as it is kept: a timestamp only while in progress."""
+        kept = self.started_at
+        return self if self.changed_at == kept else replace(self, changed_at=kept)
 
 
 def distinct_versions(versions: Iterable[Version]) -> tuple[Version, ...]:
@@ -29,9 +57,9 @@ def distinct_versions(versions: Iterable[Version]) -> tuple[Version, ...]:
 
     An answer that lists one version id twice (with two statuses, say) is reduced to one entry
     chosen by a fixed rank, never by position: an entry in a failure status wins (a failure must
-    not hide behind a healthy duplicate), then the greater status, state, forced flag and
-    message. The same answer, in any order, therefore always gives the same tuple, so polling an
-    unchanged answer again changes nothing and counts nothing.
+    not hide behind a healthy duplicate), then the greater status, state, forced flag, reason
+    and change time. The same answer, in any order, therefore always gives the same tuple, so
+    polling an unchanged answer again changes nothing and counts nothing.
     """
     best: dict[int, Version] = {}
     for version in versions:
@@ -41,7 +69,7 @@ def distinct_versions(versions: Iterable[Version]) -> tuple[Version, ...]:
     return tuple(best[v_id] for v_id in sorted(best, reverse=True))
 
 
-def _rank(version: Version) -> tuple[bool, str, str, bool, int, str]:
+def _rank(version: Version) -> tuple[bool, str, str, bool, int, str, float]:
     primary = {None: 0, False: 1, True: 2}[version.is_primary]
     return (
         version.workflow_status in FAILURE_STATUSES,
@@ -49,7 +77,8 @@ def _rank(version: Version) -> tuple[bool, str, str, bool, int, str]:
         version.image_set_state,
         version.forced,
         primary,
-        version.message or "",
+        version.reason or "",
+        -1.0 if version.changed_at is None else version.changed_at,
     )
 
 
@@ -91,13 +120,15 @@ class CounterKey(NamedTuple):
     datastore_id: str
     image_set_id: str = ""
     workflow_status: str = ""
+    reason: str = ""
 
 
 NEW_VERSIONS = "new_versions"
 FAILED_VERSIONS = "failed_versions"
 FORCED_VERSIONS = "forced_versions"
 IMAGE_SETS_DELETED = "image_sets_deleted"
-COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED)
+FAILURES = "failures"  # by data store, workflow status and reason
+COUNTER_FAMILIES = (NEW_VERSIONS, FAILED_VERSIONS, FORCED_VERSIONS, IMAGE_SETS_DELETED, FAILURES)
 
 # Persisted per-series values kept beside the counters but replaced, not added: the Unix time at
 # which this exporter last counted a failed (LAST_FAILURE, per status) or forced (LAST_FORCED)

@@ -19,6 +19,8 @@ from exporter.discovery import Backfill, ListingHint, needs_listing, reconcile_b
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import ImageSetKey, ImageSetSnapshot, Version
+from exporter.reasons import failure_increments
+from exporter.reshard import assignment_of, moved_baseline, note_assignment
 from exporter.state import FleetState
 from exporter.store import DatastoreRecord, SnapshotStore
 
@@ -81,6 +83,7 @@ class Poller:
         self._up: dict[str, bool] = {}
         self.completed_cycles = 0
         self._forget_unconfigured()
+        self._note_shard_assignment()  # issue 12
 
     @property
     def has_data(self) -> bool:
@@ -103,6 +106,7 @@ class Poller:
                 # Restarted with the new clients (region, role, budget) on the next cycle.
                 self._backfills.pop(ds_id).stop()
             self._forget_unconfigured()
+            self._note_shard_assignment()  # issue 12
         self.publish_view()
 
     def request_stop(self) -> None:
@@ -148,6 +152,18 @@ class Poller:
             and not (k.datastore_id in discovering and self._in_shard(k.image_set_id))
         ]
         self._state.forget(stale, self._datastore_ids())
+
+    def _note_shard_assignment(self) -> None:
+        """Record, per data store, a change of this process's shard assignment (issue 12)."""
+        assignment = assignment_of(self._config.shard, self._config.total_shards)
+        now = self._clock()
+        for ds_id in sorted(self._datastore_ids()):
+            record = self._state.record(ds_id)
+            noted = note_assignment(record, assignment, now)
+            if noted != record:
+                if noted.resharded_at != record.resharded_at:
+                    log.info("data store %s: shard assignment now %s", ds_id, assignment)
+                self._state.save_record(noted)
 
     def run_cycle(self) -> CycleResult:
         """Poll every configured image set once; return a summary."""
@@ -283,7 +299,15 @@ class Poller:
             if previous is None and self._created_while_watched(key, hint):
                 # A new image set, not an old one met late: its whole history is news.
                 previous = ImageSetSnapshot(key, ())
+            if previous is None:  # issue 12: an image set moved here by a reshard
+                watched_until = self._state.record(key.datastore_id).watched_until
+                overlap = self._config.discovery.overlap_seconds
+                previous = moved_baseline(key, versions, watched_until, overlap)
             change = diff_versions(key, previous, versions)
+            if change.failed:  # issue 12: failures by bounded reason
+                known = self._state.failure_reasons(key.datastore_id)
+                extra = failure_increments(key, change.failed, known)
+                change = replace(change, increments={**change.increments, **extra})
             if hint is not None and hint.updated_at is not None:
                 change = replace(
                     change, snapshot=replace(change.snapshot, seen_updated_at=hint.updated_at)
@@ -296,11 +320,11 @@ class Poller:
             log.debug("image set %s/%s: baseline of %d versions", *key, len(versions))
         for version in change.failed:
             log.warning(
-                "image set %s/%s: version %d is %s: %s",
+                "image set %s/%s: version %d is %s (reason %s)",  # issue 12: not the message
                 *key,
                 version.version_id,
                 version.workflow_status,
-                version.message or "no message",
+                version.reason or "other",
             )
         if change.vanished:
             log.warning("image set %s/%s: %d versions left the list", *key, change.vanished)

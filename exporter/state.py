@@ -17,6 +17,7 @@ from exporter.model import (
     ImageSetSnapshot,
     stamp_events,
 )
+from exporter.reasons import known_reasons
 from exporter.store import DatastoreRecord, SnapshotStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ class FleetState:
             }
             if keys:
                 log.info("forgot %d image sets no longer configured", len(keys))
+
+    def failure_reasons(self, datastore_id: str) -> frozenset[str]:
+        """Return the reasons a data store's failures were counted under (issue 12)."""
+        with self.lock:
+            return known_reasons(self._counters, datastore_id)
 
     def copies(self) -> tuple[Mapping[ImageSetKey, ImageSetSnapshot], Mapping[CounterKey, float]]:
         """Return read-only copies of the snapshots and counters, for a view."""

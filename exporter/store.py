@@ -34,6 +34,11 @@ class DatastoreRecord:
     backfill_complete: bool = False
     backfill_listed: int = 0
     discovery_started: float | None = None  # image sets created after this count in full
+    shard_assignment: str | None = None  # "N/M" of the process that wrote this record
+    resharded_at: float | None = None  # when that assignment last changed
+    # The last complete poll before that change: later versions of an image set first seen
+    # since are news (exporter.reshard), not a baseline.
+    watched_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +50,27 @@ class StoredState:
     datastores: dict[str, DatastoreRecord]
 
 
-def _encode_versions(versions: Iterable[Version]) -> list[list[object]]:
-    return [
-        [
-            v.version_id,
-            v.workflow_status,
-            v.image_set_state,
-            int(v.forced),
-            None if v.is_primary is None else int(v.is_primary),
-        ]
-        for v in versions
+def _encode_version(v: Version) -> list[object]:
+    row: list[object] = [
+        v.version_id,
+        v.workflow_status,
+        v.image_set_state,
+        int(v.forced),
+        None if v.is_primary is None else int(v.is_primary),
     ]
+    # An object, never a number, in the sixth place: rows from before 0.1 hold a timestamp there.
+    extra: dict[str, object] = {}
+    if v.started_at is not None:  # settled: only in-progress versions have one
+        extra["s"] = v.started_at
+    if v.reason is not None:
+        extra["r"] = v.reason
+    if extra:
+        row.append(extra)
+    return row
+
+
+def _encode_versions(versions: Iterable[Version]) -> list[list[object]]:
+    return [_encode_version(v) for v in versions]
 
 
 VersionCache = dict[tuple[object, ...], Version]
@@ -64,22 +79,37 @@ VersionCache = dict[tuple[object, ...], Version]
 def _decode_versions(rows: list[list[object]], cache: VersionCache) -> tuple[Version, ...]:
     # Versions are immutable and repeat across image sets (version 1, IMPORTED, ACTIVE, ...):
     # one shared object per distinct row keeps 500,000 versions to a few hundred objects.
-    # Rows written before version 0.1 also hold three timestamps, which are no longer kept.
+    # Rows written before version 0.1 also hold three timestamps, which are no longer kept;
+    # since schema 3 an optional sixth element, an object, holds started_at ("s") and reason ("r").
     result = []
     for row in rows:
-        key = tuple(row[:5])
-        version = cache.get(key)
-        if version is None:
-            version = Version(
-                int(str(row[0])),
-                sys.intern(str(row[1])),
-                sys.intern(str(row[2])),
-                bool(row[3]),
-                None if row[4] is None else bool(row[4]),
-            )
-            cache[key] = version
+        extra = row[5] if len(row) > 5 else None
+        if type(extra) is not dict:  # the common row: nothing but its five fields
+            key: tuple[object, ...] = tuple(row[:5])
+            version = cache.get(key)
+            if version is None:
+                version = cache[key] = _decode_version(row, None, None)
+        else:
+            started = _float_or_none(extra.get("s"))
+            reason = extra.get("r")
+            key = (*row[:5], started, reason)
+            version = cache.get(key)
+            if version is None:
+                version = cache[key] = _decode_version(row, started, reason)
         result.append(version)
     return tuple(result)
+
+
+def _decode_version(row: list[object], started: float | None, reason: object) -> Version:
+    return Version(
+        int(str(row[0])),
+        sys.intern(str(row[1])),
+        sys.intern(str(row[2])),
+        bool(row[3]),
+        None if row[4] is None else bool(row[4]),
+        changed_at=started,
+        reason=None if reason is None else sys.intern(str(reason)),
+    )
 
 
 def _float_or_none(value: object) -> float | None:
@@ -142,6 +172,26 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE datastores ADD COLUMN discovery_started REAL;
+    """,
+    # Failures by reason: a `reason` column in the counters' key (empty for the other families),
+    # and what a process needs to tell a reshard's moved image sets from a baseline.
+    """
+    CREATE TABLE counters_v3 (
+        family TEXT NOT NULL,
+        datastore_id TEXT NOT NULL,
+        image_set_id TEXT NOT NULL,
+        workflow_status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        value REAL NOT NULL,
+        PRIMARY KEY (family, datastore_id, image_set_id, workflow_status, reason)
+    ) WITHOUT ROWID;
+    INSERT INTO counters_v3 (family, datastore_id, image_set_id, workflow_status, reason, value)
+        SELECT family, datastore_id, image_set_id, workflow_status, '', value FROM counters;
+    DROP TABLE counters;
+    ALTER TABLE counters_v3 RENAME TO counters;
+    ALTER TABLE datastores ADD COLUMN shard_assignment TEXT;
+    ALTER TABLE datastores ADD COLUMN resharded_at REAL;
+    ALTER TABLE datastores ADD COLUMN watched_until REAL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -208,9 +258,9 @@ class SnapshotStore:
                     # Its next poll rebuilds it as a baseline; better than refusing to start.
                     log.error("state: unreadable snapshot of image set %s; re-baselining it", key)
             counters = {
-                CounterKey(family, ds, image_set, status): float(value)
-                for family, ds, image_set, status, value in self._db.execute(
-                    "SELECT family, datastore_id, image_set_id, workflow_status, value "
+                CounterKey(family, ds, image_set, status, reason): float(value)
+                for family, ds, image_set, status, reason, value in self._db.execute(
+                    "SELECT family, datastore_id, image_set_id, workflow_status, reason, value "
                     "FROM counters"
                 )
             }
@@ -223,10 +273,14 @@ class SnapshotStore:
                     backfill_complete=bool(row[4]),
                     backfill_listed=int(row[5]),
                     discovery_started=row[6],
+                    shard_assignment=row[7],
+                    resharded_at=row[8],
+                    watched_until=row[9],
                 )
                 for row in self._db.execute(
                     "SELECT datastore_id, last_success, cursor, backfill_token, "
-                    "backfill_complete, backfill_listed, discovery_started FROM datastores"
+                    "backfill_complete, backfill_listed, discovery_started, shard_assignment, "
+                    "resharded_at, watched_until FROM datastores"
                 )
             }
         except sqlite3.Error as exc:
@@ -261,15 +315,17 @@ class SnapshotStore:
                         (key.datastore_id, key.image_set_id),
                     )
                 self._db.executemany(
-                    "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-                    "(family, datastore_id, image_set_id, workflow_status) "
+                    "INSERT INTO counters (family, datastore_id, image_set_id, workflow_status, "
+                    "reason, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+                    "(family, datastore_id, image_set_id, workflow_status, reason) "
                     "DO UPDATE SET value = value + excluded.value",
                     [(*k, v) for k, v in increments.items() if v and k.family not in stamps],
                 )
                 # Event timestamps (model.TIMESTAMP_FAMILIES) replace the stored value.
                 self._db.executemany(
-                    "INSERT INTO counters VALUES (?, ?, ?, ?, ?) ON CONFLICT "
-                    "(family, datastore_id, image_set_id, workflow_status) "
+                    "INSERT INTO counters (family, datastore_id, image_set_id, workflow_status, "
+                    "reason, value) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+                    "(family, datastore_id, image_set_id, workflow_status, reason) "
                     "DO UPDATE SET value = excluded.value",
                     [(*k, v) for k, v in increments.items() if k.family in stamps],
                 )
@@ -296,8 +352,9 @@ class SnapshotStore:
             with self._transaction():
                 self._db.execute(
                     "INSERT OR REPLACE INTO datastores (datastore_id, last_success, cursor, "
-                    "backfill_token, backfill_complete, backfill_listed, discovery_started) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "backfill_token, backfill_complete, backfill_listed, discovery_started, "
+                    "shard_assignment, resharded_at, watched_until) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.datastore_id,
                         record.last_success,
@@ -306,6 +363,9 @@ class SnapshotStore:
                         int(record.backfill_complete),
                         record.backfill_listed,
                         record.discovery_started,
+                        record.shard_assignment,
+                        record.resharded_at,
+                        record.watched_until,
                     ),
                 )
         except sqlite3.Error as exc:

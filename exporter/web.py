@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import html
+import io
 import logging
+import math
+import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from exporter import __version__
 from exporter.metrics.exposition import (
@@ -18,8 +25,26 @@ from exporter.metrics.exposition import (
     TEXT_CONTENT_TYPE,
     ExpositionCache,
 )
+from exporter.webconfig import WWW_AUTHENTICATE, RateLimit
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 log = logging.getLogger(__name__)
+
+DOCS_URL = "https://github.com/healthimaging-exporter/healthimaging-exporter/tree/main/docs"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """How long and for how many clients the server waits (Go's http.Server timeouts, a cap)."""
+
+    header_timeout: float = 10.0  # a whole request line and headers, however slowly they drip
+    idle_timeout: float = 120.0  # between keep-alive requests; above any usual scrape interval
+    write_timeout: float = 60.0  # each send to a client that stops reading
+    max_connections: int = 256  # open at once (a thread each); more are turned away with a 503
+    backlog: int = socket.SOMAXCONN  # the kernel caps it at net.core.somaxconn
+    max_body: int = 1 << 16  # a larger request body is refused (no endpoint reads one)
 
 
 class Authenticator(Protocol):
@@ -42,6 +67,7 @@ class WebApp:
     reload: Callable[[], str | None] | None = None  # None: /-/reload is off; returns an error
     authenticator: Authenticator | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # from the web config
+    rate_limit: RateLimit | None = None  # from the web config; probes are not limited
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -66,22 +92,190 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
-LANDING = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>HealthImaging exporter</title></head>
-<body><h1>HealthImaging exporter</h1><p>Version {version}</p>
-<ul><li><a href="metrics">metrics</a></li><li><a href="-/healthy">health</a></li>
-<li><a href="-/ready">readiness</a></li></ul></body></html>
-"""
+# The exporter-toolkit's landing page, in the same shape: name, description, version, links.
+LANDING = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<title>healthimaging-exporter</title>
+<style>
+body {{ font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+  margin: 0; }}
+header {{ background-color: #e6522c; color: #fff; font-size: 1rem; padding: 1rem; }}
+main {{ padding: 1rem; }}
+</style>
+</head>
+<body>
+<header><h1>healthimaging-exporter</h1></header>
+<main>
+<h2>Prometheus exporter for AWS HealthImaging: image set copy, import and update failures</h2>
+<div>Version: {html.escape(__version__)}</div>
+<div>
+<ul>
+<li><a href="metrics">Metrics</a></li>
+<li><a href="-/healthy">Health</a></li>
+<li><a href="-/ready">Readiness</a></li>
+<li><a href="{DOCS_URL}">Documentation</a></li>
+</ul>
+</div>
+</main>
+</body>
+</html>
+""".encode()
+
+# RFC 9110 Content-Length: digits only (str.isdigit() would also take "²" and other digits).
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+
+# accept() errors that say the process or system is out of descriptors or buffers: retrying at
+# once fails again, so the accept loop backs off instead of spinning.
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _TokenBucket:
+    """golang.org/x/time/rate's Allow(): a token every interval, at most burst saved up."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._interval = limit.interval_seconds
+        self._burst = float(limit.burst)
+        self._tokens = float(limit.burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take a token: 0 when one was there, else the seconds until one will be."""
+        with self._lock:
+            now = time.monotonic()
+            elapsed = now - self._last
+            self._last = now
+            self._tokens = min(self._burst, self._tokens + elapsed / self._interval)
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) * self._interval
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads bound by one deadline per phase (headers, idle wait).
+
+    A socket timeout alone is reset by every byte a slow client drips; a deadline is not.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline = math.inf
+
+    def arm(self, seconds: float) -> None:
+        """Give the reads from now on this many seconds in all."""
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("read deadline passed")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes straight to the socket (socketserver's own writer is private)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = f"healthimaging-exporter/{__version__}"
+    sys_version = ""
+
+    def version_string(self) -> str:
+        # The default appends "Python/3.x": no need to tell the world the runtime's version.
+        return self.server_version
 
     def log_message(self, format: str, *args: object) -> None:
         # Request lines can carry tokens in query strings; only errors are logged, by us.
         pass
+
+    def setup(self) -> None:
+        # StreamRequestHandler.setup, with reads bound by deadlines (see _DeadlineReader).
+        self.connection = self.request
+        self._reader = _DeadlineReader(self.connection)
+        self._buffered = io.BufferedReader(self._reader)
+        self.rfile = self._buffered
+        self.wfile = _SocketWriter(self.connection)
+        self._served = 0
+
+    def handle_one_request(self) -> None:
+        # BaseHTTPRequestHandler's, plus Go net/http's timeouts and body framing.
+        limits = self.server.limits
+        try:
+            # The first request has header_timeout from accept; later ones may idle first.
+            self._reader.arm(limits.idle_timeout if self._served else limits.header_timeout)
+            if not self._buffered.peek(1):
+                self.close_connection = True
+                return
+            self._reader.arm(limits.header_timeout)
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.parse_request():
+                return
+            self._served += 1
+            if not self._read_body():
+                return
+            self.connection.settimeout(limits.write_timeout)
+            method = getattr(self, f"do_{self.command}", None)
+            if method is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, "Not Implemented")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True  # as Go does: no answer to a client that is too slow
+
+    def _read_body(self) -> bool:
+        """Read and drop the request body; refuse and close when its end is ambiguous."""
+        lengths = self.headers.get_all("Content-Length") or []
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        if encodings and lengths:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Both Transfer-Encoding and Content-Length")
+            return False
+        if len(lengths) > 1:
+            self.send_error(HTTPStatus.BAD_REQUEST, "More than one Content-Length")
+            return False
+        if encodings:
+            # No endpoint needs a body: answer, then close, so the body is never read as the
+            # next request (cheaper than decoding chunks only to throw them away).
+            self.close_connection = True
+            return True
+        if not lengths:
+            return True
+        value = lengths[0].strip(" \t")
+        if not _CONTENT_LENGTH.fullmatch(value):
+            self.send_error(HTTPStatus.BAD_REQUEST, "Invalid Content-Length")
+            return False
+        length = int(value)
+        if length > self.server.limits.max_body:
+            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large")
+            return False
+        if len(self.rfile.read(length)) < length:
+            self.close_connection = True  # the client went away mid-body
+            return False
+        return True
 
     def _send(
         self,
@@ -100,19 +294,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _authorized(self) -> bool:
+        # Liveness and readiness reveal nothing, and kubelet probes cannot send credentials;
+        # nor are they rate-limited: a flood of scrapes must not get the exporter restarted.
+        if self.command in ("GET", "HEAD") and self.path.split("?", 1)[0] in PROBE_PATHS:
+            return True
+        bucket = self.server.bucket
+        if bucket is not None:
+            wait = bucket.take()
+            if wait > 0:
+                retry = str(max(1, math.ceil(wait)))
+                self._send(429, b"Too Many Requests\n", headers={"Retry-After": retry})
+                return False
         auth = self.server.app.authenticator
         if auth is None or not auth.enabled():
             return True
-        # Liveness and readiness reveal nothing, and kubelet probes cannot send credentials.
-        if self.command in ("GET", "HEAD") and self.path.split("?", 1)[0] in PROBE_PATHS:
-            return True
         if auth.check(self.headers.get("Authorization")):
             return True
-        self._send(
-            401,
-            b"Unauthorized\n",
-            headers={"WWW-Authenticate": 'Basic realm="healthimaging-exporter"'},
-        )
+        self._send(401, b"Unauthorized\n", headers={"WWW-Authenticate": WWW_AUTHENTICATE})
         return False
 
     def do_GET(self) -> None:
@@ -131,8 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(503, b"Not ready: the first poll has not finished\n")
         elif path == "/":
-            body = LANDING.format(version=html.escape(__version__)).encode()
-            self._send(200, body, "text/html; charset=utf-8")
+            self._send(200, LANDING, "text/html; charset=utf-8")
         elif path == "/-/reload":
             self._send(405, b"Method Not Allowed: use POST\n", headers={"Allow": "POST"})
         else:
@@ -143,10 +340,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._authorized():
             return
-        # Drain any body so the connection stays usable.
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and 0 < int(length) <= 1 << 16:
-            self.rfile.read(int(length))
         path = self.path.split("?", 1)[0]
         reload = self.server.app.reload
         if path != "/-/reload":
@@ -196,6 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.
         self.close_connection = True
+        self.connection.settimeout(self.server.limits.write_timeout)  # not the read deadline's
         if self.request_version == "HTTP/0.9":  # an unparsable request line: answer in 1.0
             self.request_version = "HTTP/1.0"
         self._send(code, f"{message or 'Bad Request'}\n".encode())
@@ -206,14 +400,34 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], app: WebApp, ssl_context: ssl.SSLContext | None
+        self,
+        address: tuple[str, int],
+        app: WebApp,
+        ssl_context: ssl.SSLContext | None,
+        limits: ServerLimits,
     ) -> None:
         self.app = app
         self.ssl_context = ssl_context
+        self.limits = limits
+        self.request_queue_size = limits.backlog  # socketserver's default is 5
+        limit = app.rate_limit
+        self.bucket = _TokenBucket(limit) if limit is not None and limit.enabled else None
+        self.connections = 0
+        self._connections_lock = threading.Lock()
+        self._turning_away = False
+        self._accept_backoff = 0.0
         super().__init__(address, _Handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
+        try:
+            sock, address = super().get_request()
+        except OSError as exc:
+            if exc.errno in _ACCEPT_EXHAUSTED:
+                self._back_off(exc)
+            raise
+        if self._accept_backoff:
+            self._accept_backoff = 0.0
+            log.info("accepting connections again")
         # Headers and body go out in separate writes; without this, Nagle's algorithm and the
         # client's delayed ACK can hold a small body back for 40 ms.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -224,10 +438,68 @@ class _Server(ThreadingHTTPServer):
             )
         return sock, address
 
+    def _back_off(self, exc: OSError) -> None:
+        """Wait before the next accept(), as Go's http.Server does: 5 ms, doubling up to 1 s."""
+        if not self._accept_backoff:
+            log.warning(
+                "cannot accept connections: %s (out of file descriptors or memory);"
+                " retrying with back-off",
+                exc.strerror,
+            )
+        self._accept_backoff = min(1.0, max(0.005, self._accept_backoff * 2))
+        time.sleep(self._accept_backoff)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            full = self.connections >= self.limits.max_connections
+            first_turned_away = full and not self._turning_away
+            self._turning_away = full
+            if not full:
+                self.connections += 1
+        if full:
+            if first_turned_away:  # once per episode, not once per connection
+                log.warning(
+                    "%d connections open, the most allowed; turning new ones away",
+                    self.limits.max_connections,
+                )
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._release()  # no thread was started, so none will release the slot
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._connections_lock:
+            self.connections -= 1
+
+    def _turn_away(self, request: socket.socket) -> None:
+        """Answer 503 from the accept thread without blocking it, then close."""
+        if not isinstance(request, ssl.SSLSocket):  # a TLS client could not read a plain 503
+            body = b"Service Unavailable: too many connections\n"
+            answer = (
+                b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            request.setblocking(False)
+            with contextlib.suppress(OSError):
+                request.recv(65536)  # what already arrived, so that closing sends no reset
+            with contextlib.suppress(OSError):
+                request.send(answer)
+        self.shutdown_request(request)
+
     def finish_request(self, request: object, client_address: object) -> None:
         if isinstance(request, ssl.SSLSocket):
             try:
-                request.settimeout(10)
+                request.settimeout(self.limits.header_timeout)
                 request.do_handshake()
             except (OSError, ssl.SSLError):
                 return  # a plain-HTTP client or a bad certificate: nothing to answer
@@ -241,9 +513,14 @@ class WebServer:
     """Serves a WebApp on a thread; port 0 picks a free port."""
 
     def __init__(
-        self, host: str, port: int, app: WebApp, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        app: WebApp,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
-        self._server = _Server((host, port), app, ssl_context)
+        self._server = _Server((host, port), app, ssl_context, limits or ServerLimits())
         self._thread: threading.Thread | None = None
         self._tls = ssl_context is not None
 
@@ -251,6 +528,11 @@ class WebServer:
     def port(self) -> int:
         """Return the bound port."""
         return int(self._server.server_address[1])
+
+    @property
+    def connections(self) -> int:
+        """Return how many client connections are open."""
+        return self._server.connections
 
     @property
     def url(self) -> str:

@@ -12,7 +12,8 @@ import secrets
 import ssl
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +33,7 @@ __all__ = [
     "CLIENT_AUTH_TYPES",
     "WWW_AUTHENTICATE",
     "BasicAuthChecker",
+    "RateLimit",
     "TLSConfig",
     "WebConfig",
     "WebConfigError",
@@ -82,7 +84,9 @@ _HEADERS: Final[Mapping[str, frozenset[str] | None]] = {
     "Strict-Transport-Security": None,
 }
 
-_TOP_KEYS: Final = frozenset({"tls_server_config", "http_server_config", "basic_auth_users"})
+_TOP_KEYS: Final = frozenset(
+    {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"}
+)
 _TLS_KEYS: Final = frozenset(
     {
         "cert",
@@ -101,13 +105,24 @@ _TLS_KEYS: Final = frozenset(
 _HTTP_KEYS: Final = frozenset({"http2", "headers"})
 # Known exporter-toolkit settings this implementation cannot honour; refused rather than ignored.
 _UNSUPPORTED: Final = {
-    "rate_limit": "rate_limit",
     "tls_server_config.client_allowed_sans": "client_allowed_sans",
     "tls_server_config.curve_preferences": "curve_preferences",
 }
 
 _BCRYPT_RE: Final = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 _BCRYPT_MAX_PASSWORD: Final = 72
+_BCRYPT_ALPHABET: Final = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+#: The highest bcrypt cost accepted. Go's bcrypt takes up to 31, but each step doubles the time of
+#: a check (cost 10: about 70 ms; 14: about 1 s; 31: days), and every new password costs one.
+BCRYPT_MAX_COST: Final = 14
+_BCRYPT_MIN_COST: Final = 4
+
+# rate_limit.interval: a Go duration (time.ParseDuration), e.g. 1s, 500ms, 1m30s.
+_GO_DURATION: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_UNITS: Final = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0
+}  # fmt: skip
+_RATE_LIMIT_KEYS: Final = frozenset({"interval", "burst"})
 
 
 class WebConfigError(ValueError):
@@ -132,6 +147,19 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """rate_limit: one token bucket for all requests (golang.org/x/time/rate); 0 turns it off."""
+
+    interval_seconds: float = 0.0  # a token is added every interval
+    burst: int = 0  # at most this many tokens are saved up
+
+    @property
+    def enabled(self) -> bool:
+        """True when requests are limited."""
+        return self.interval_seconds > 0
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """A loaded web configuration: no TLS and no users means plain HTTP without authentication."""
 
@@ -141,6 +169,7 @@ class WebConfig:
     )
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     http2: bool = True
+    rate_limit: RateLimit = RateLimit()
     path: Path | None = None
 
 
@@ -369,10 +398,54 @@ def _parse_users(where: str, raw: Mapping[Any, Any]) -> dict[str, bytes]:
             # Never echo the value: it may be a plain-text password by mistake.
             raise _fail(where, field_name, "expected a bcrypt hash ($2a$, $2b$ or $2y$, 60 chars)")
         cost = int(hashed[4:6])
-        if not 4 <= cost <= 31:
-            raise _fail(where, field_name, "bcrypt cost must be between 4 and 31")
+        if cost < _BCRYPT_MIN_COST:
+            raise _fail(where, field_name, f"bcrypt cost {cost} is below {_BCRYPT_MIN_COST}")
+        if cost > BCRYPT_MAX_COST:
+            raise _fail(
+                where,
+                field_name,
+                f"bcrypt cost {cost} is above {BCRYPT_MAX_COST}, the most accepted"
+                " (each step doubles the time of a check); rehash with a cost of 10 to 12",
+            )
         users[user] = hashed.encode("ascii")
     return users
+
+
+def _parse_duration(value: object) -> float | None:
+    """Parse a Go duration (1s, 500ms, 1m30s) or 0 into seconds; None if it is not one."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    text = value.strip() if isinstance(value, str) else None
+    if text == "0":
+        return 0.0
+    if not text or _GO_DURATION.sub("", text) != "":
+        return None
+    seconds = 0.0
+    for match in _GO_DURATION.finditer(text):
+        number = match.group(0).rstrip("nsuµμmh")
+        seconds += float(number) * _GO_DURATION_UNITS[match.group(0)[len(number) :]]
+    return seconds
+
+
+def _parse_rate_limit(fields: FieldReader, raw: Mapping[Any, Any]) -> RateLimit:
+    """Check rate_limit: interval (a Go duration, 0 or absent: off) and burst (at least 1)."""
+    r = _Reader(fields, "rate_limit.", raw, _RATE_LIMIT_KEYS)
+    interval = _parse_duration(raw.get("interval", 0))
+    if interval is None:
+        r.error("interval", "must be a duration such as 1s, 500ms or 1m30s")
+    burst = raw.get("burst", 0)
+    if burst is None:
+        burst = 0
+    if isinstance(burst, bool) or not isinstance(burst, int):
+        r.error("burst", f"must be an integer, got {describe_type(burst)}")
+        return RateLimit()
+    if not interval:
+        return RateLimit()
+    if not 1 <= burst <= 1_000_000:
+        # Go's limiter with burst 0 refuses every request: surely not what was meant.
+        r.error("burst", "must be 1 to 1000000 when interval is set")
+        return RateLimit()
+    return RateLimit(interval_seconds=interval, burst=burst)
 
 
 def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
@@ -396,6 +469,7 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
     http = _Reader(fields, "http_server_config.", top.mapping("http_server_config"), _HTTP_KEYS)
     headers = _parse_headers(fields, http.mapping("headers"))
     http2 = http.boolean("http2", True)
+    rate_limit = _parse_rate_limit(fields, top.mapping("rate_limit"))
     users_raw = top.mapping("basic_auth_users")
     if fields.errors:
         raise WebConfigError(fields.message())
@@ -405,6 +479,7 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
         basic_auth_users=MappingProxyType(users),
         headers=MappingProxyType(headers),
         http2=http2,
+        rate_limit=rate_limit,
         path=file,
     )
 
@@ -499,19 +574,31 @@ def build_ssl_context(config: WebConfig) -> ssl.SSLContext | None:
 
 
 class BasicAuthChecker:
-    """Checks HTTP basic auth credentials against bcrypt hashes, caching successful checks."""
+    """Checks HTTP basic auth credentials against bcrypt hashes, as the exporter-toolkit does.
 
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        """Keep the users; prepare a dummy hash so unknown users cost as much as known ones."""
+    Every result, failures included, is remembered in a bounded cache keyed by a keyed digest of
+    user, password and hash, so a repeated wrong password costs no bcrypt either; bcrypt checks
+    run one at a time, so guessing can take at most one core; an unknown user is checked against
+    a dummy hash of the users' highest cost, so timing does not tell which users exist.
+    """
+
+    CACHE_SIZE: Final = 256
+
+    def __init__(
+        self,
+        users: Mapping[str, bytes],
+        checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw,
+    ) -> None:
+        """Keep the users; checkpw is bcrypt's, or a stand-in that counts calls in tests."""
         self._users = dict(users)
+        self._checkpw = checkpw
         self._key = secrets.token_bytes(32)
-        # user -> keyed digest of the credentials of that user's last successful check
-        self._cache: dict[str, bytes] = {}
-        self._lock = threading.Lock()
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()  # least recently used first
+        self._cache_lock = threading.Lock()
+        self._bcrypt_lock = threading.Lock()
         self._dummy = b""
         if self._users:
-            cost = max(int(h[4:6]) for h in self._users.values())
-            self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+            self._dummy = _dummy_hash(max(_cost(h) for h in self._users.values()))
 
     def enabled(self) -> bool:
         """True when at least one user is configured, so requests need credentials."""
@@ -529,23 +616,38 @@ class BasicAuthChecker:
         known = hashed is not None
         if hashed is None:
             hashed = self._dummy
-        digest = self._cache_key(user, password, hashed)
-        with self._lock:
-            cached = self._cache.get(user)
-        if known and cached is not None and hmac.compare_digest(cached, digest):
-            return True
-        # bcrypt hashes at most 72 bytes (longer passwords are refused), yet a longer password
-        # still costs a check so that neither its length nor the user's existence saves time.
-        fits = len(password) <= _BCRYPT_MAX_PASSWORD
-        try:
-            matched = bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
-        except ValueError:
-            matched = False
-        ok = known and fits and matched
-        if ok:
-            with self._lock:
-                self._cache[user] = digest
+        key = self._cache_key(user, password, hashed)
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        with self._bcrypt_lock:
+            cached = self._cached(key)  # the same credentials may just have been checked
+            if cached is not None:
+                return cached
+            # bcrypt hashes at most 72 bytes (longer passwords are refused), yet a longer
+            # password still costs a check so that neither its length nor the user's existence
+            # saves time.
+            fits = len(password) <= _BCRYPT_MAX_PASSWORD
+            try:
+                matched = self._checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
+            except ValueError:
+                matched = False
+            ok = known and fits and matched
+            self._remember(key, ok)
         return ok
+
+    def _cached(self, key: bytes) -> bool | None:
+        with self._cache_lock:
+            result = self._cache.get(key)
+            if result is not None:
+                self._cache.move_to_end(key)
+            return result
+
+    def _remember(self, key: bytes, result: bool) -> None:
+        with self._cache_lock:
+            self._cache[key] = result
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def _cache_key(self, user: str, password: bytes, hashed: bytes) -> bytes:
         """A keyed hash of the credentials, so the cache holds no fast-to-crack password hash."""
@@ -554,6 +656,25 @@ class BasicAuthChecker:
             mac.update(len(part).to_bytes(4, "big"))
             mac.update(part)
         return mac.digest()
+
+
+def _cost(hashed: bytes) -> int:
+    """The cost of a bcrypt hash, within what bcrypt accepts."""
+    try:
+        cost = int(hashed[4:6])
+    except ValueError:
+        cost = 10
+    return min(max(cost, _BCRYPT_MIN_COST), 31)
+
+
+def _dummy_hash(cost: int) -> bytes:
+    """A well-formed bcrypt hash of the given cost that no password matches.
+
+    Made from a fresh salt and a random digest rather than by hashing, which at a high cost
+    would hold up the start.
+    """
+    digest = "".join(secrets.choice(_BCRYPT_ALPHABET) for _ in range(31))
+    return bcrypt.gensalt(rounds=cost) + digest.encode("ascii")
 
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.aws.errors import malformed, one_line, shown
-from exporter.model import Version
+from exporter.aws.errors import ApiError, malformed, shown
+from exporter.model import FAILURE_STATUSES, Version
+from exporter.reasons import reason_code
 
 # The DatastoreId and ImageSetId patterns of botocore's service-2.json (medical-imaging).
 IDENTIFIER = re.compile(r"[0-9a-z]{32}")
@@ -88,6 +89,11 @@ def parse_version(item: object) -> Version:
     message = item.get("message")
     if message is not None and not isinstance(message, str):
         raise malformed(f"message is a {_kind(message)}, not a string")
+    # issue 12: when the version last changed (updatedAt is when it entered its status), kept
+    # past the diff only while in progress.
+    changed_at = _version_time(item, "updatedAt")
+    if changed_at is None:
+        changed_at = _version_time(item, "createdAt")
     return Version(
         version_id=int(raw_id),
         # Interned: a handful of distinct values shared by every version in memory.
@@ -95,9 +101,19 @@ def parse_version(item: object) -> Version:
         image_set_state=sys.intern(state),
         forced=_boolean(overrides, "forced", "overrides.forced") is True,
         is_primary=_boolean(item, "isPrimary", "isPrimary"),
-        # Free text: logged once when a failure is first seen, never a label or stored.
-        message=one_line(message) if message else None,
+        changed_at=changed_at,
+        # Free text stops here: only its bounded leading code (exporter.reasons) goes on.
+        reason=reason_code(message) if status in FAILURE_STATUSES else None,
     )
+
+
+def _version_time(item: Mapping[str, Any], name: str) -> float | None:
+    # A version's time only dates an in-progress status or a reshard's hand-over: a garbled
+    # one costs that, not the whole version list (which would hide its failures).
+    try:
+        return _timestamp(item, name, "")
+    except ApiError:
+        return None
 
 
 def parse_summary(item: object) -> ImageSetSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,16 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ValidationError(f"{name} must be of type {kind.__name__}")
     return value
+
+
+def _timestamp_field(body: dict[str, Any], name: str) -> float | None:
+    """An optional epoch-seconds field; ValidationException unless it is a finite number."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"{name} must be a number of epoch seconds")
+    return float(value)
 
 
 def _health(backend: Backend, request: Request, p: dict[str, str]) -> tuple[int, Any]:
@@ -80,6 +91,8 @@ def _add_version(backend: Backend, request: Request, p: dict[str, str]) -> tuple
         forced=_field(body, "forced", bool, False),
         message=_field(body, "message", str, None),
         state=_field(body, "state", str, "ACTIVE"),
+        updated_at=_timestamp_field(body, "updatedAt"),
+        source_image_set_arn=_field(body, "sourceImageSetArn", str, None),
     )
     return 201, {"versionId": version_id}
 
@@ -90,7 +103,14 @@ def _set_status(backend: Backend, request: Request, p: dict[str, str]) -> tuple[
     if status is None:
         raise ValidationError("workflowStatus is required")
     backend.set_workflow_status(
-        p["ds"], p["id"], p["v"], status, _field(body, "message", str, None)
+        p["ds"],
+        p["id"],
+        p["v"],
+        status,
+        _field(body, "message", str, None),
+        updated_at=_timestamp_field(body, "updatedAt"),
+        state=_field(body, "state", str, None),
+        source_image_set_arn=_field(body, "sourceImageSetArn", str, None),
     )
     return 200, {}
 

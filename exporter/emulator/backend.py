@@ -146,9 +146,10 @@ class Backend:
         forced: bool = False,
         message: str | None = None,
         state: str = "ACTIVE",
+        updated_at: float | None = None,
         source_image_set_arn: str | None = None,
     ) -> str:
-        """Append a new latest version (now as updatedAt) and return its version id.
+        """Append a new latest version (updatedAt now, or as given) and return its version id.
 
         `source_image_set_arn` goes into the COPYING event (default: this image set's ARN).
         """
@@ -164,7 +165,7 @@ class Backend:
                 state=state,
                 workflow_status=workflow_status,
                 created_at=image_set.created_at,
-                updated_at=now,
+                updated_at=now if updated_at is None else round(updated_at, 3),
                 deleted_at=now if state == "DELETED" else None,
                 message=message,
                 forced=True if forced else None,
@@ -182,11 +183,16 @@ class Backend:
         version_id: str,
         workflow_status: str,
         message: str | None = None,
+        updated_at: float | None = None,
         *,
         state: str | None = None,
         source_image_set_arn: str | None = None,
     ) -> None:
-        """Change one version's workflow status, message (and state); bumps updatedAt."""
+        """Change one version's workflow status, message (and state); bumps updatedAt.
+
+        `updated_at` back-dates the version's updatedAt (a workflow that started earlier); the
+        image set's updatedAt, which search sorts on, is now all the same.
+        """
         check_enum(workflow_status, WORKFLOW_STATUSES, "workflowStatus")
         if state is not None:
             check_enum(state, IMAGE_SET_STATES, "state")
@@ -204,7 +210,7 @@ class Backend:
                 version,
                 workflow_status=workflow_status,
                 message=message,
-                updated_at=now,
+                updated_at=now if updated_at is None else round(updated_at, 3),
                 state=state if state is not None else version.state,
             )
             store.reindex_updated(image_set, now)

@@ -11,13 +11,18 @@ from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     FAILED_VERSIONS,
     FAILURE_STATUSES,
+    FAILURES,
     FORCED_VERSIONS,
     IMAGE_SETS_DELETED,
+    IN_PROGRESS_STATUSES,
     LAST_FAILURE,
     LAST_FORCED,
     NEW_VERSIONS,
+    CounterKey,
     ImageSetSnapshot,
+    Version,
 )
+from exporter.reasons import known_reasons, label_reasons, shown_reason
 
 
 class FleetCollector(Protocol):
@@ -34,12 +39,51 @@ def _bool_label(value: bool | None) -> str:
 def _shows_image_set(snapshot: ImageSetSnapshot, datastore: DatastoreView | None) -> bool:
     if snapshot.is_deleted:
         return False
-    mode = datastore.per_image_set if datastore is not None else "all"
+    mode = _mode(datastore)
     if mode == "all":
         return True
     if mode == "none":
         return False
     return any(v.forced or v.workflow_status in FAILURE_STATUSES for v in snapshot.versions)
+
+
+def _mode(datastore: DatastoreView | None) -> str:
+    return datastore.per_image_set if datastore is not None else "all"
+
+
+def _last_failure(snapshot: ImageSetSnapshot) -> Version | None:
+    return max(
+        (v for v in snapshot.versions if v.workflow_status in FAILURE_STATUSES),
+        key=lambda v: v.version_id,
+        default=None,
+    )
+
+
+def _oldest_in_progress(snapshot: ImageSetSnapshot) -> dict[str, float]:
+    """Return, per in-progress status with a known start, the oldest start."""
+    oldest: dict[str, float] = {}
+    if snapshot.is_deleted:
+        return oldest
+    for v in snapshot.versions:
+        if v.started_at is not None:
+            known = oldest.get(v.workflow_status)
+            oldest[v.workflow_status] = v.started_at if known is None else min(known, v.started_at)
+    return oldest
+
+
+def _info_reasons(view: FleetView) -> dict[str, frozenset[str]]:
+    """Per data store, the reasons a last-failure info series may carry (bounded as counted)."""
+    counter_keys: list[CounterKey] = [k for k in view.counters if k.family == FAILURES]
+    candidates: dict[str, set[str | None]] = {ds: set() for ds in view.datastores}
+    for key, snapshot in view.image_sets.items():
+        if key.datastore_id in candidates and not snapshot.is_deleted:
+            last = _last_failure(snapshot)
+            if last is not None:
+                candidates[key.datastore_id].add(last.reason)
+    return {
+        ds: label_reasons(known_reasons(counter_keys, ds), codes)
+        for ds, codes in candidates.items()
+    }
 
 
 class ImageSetCollector:
@@ -113,6 +157,48 @@ class ImageSetCollector:
             if top
         )
         yield info
+        last_failure = Family(
+            "healthimaging_image_set_last_failure_info",
+            "gauge",
+            "The image set's latest version in a failed status, with its bounded reason "
+            "(the message's leading code, or other); always 1.",
+        )
+        reasons = _info_reasons(view)
+        failures = ((labels, s.key.datastore_id, _last_failure(s)) for labels, s in shown)
+        last_failure.lines = (
+            last_failure.sample(
+                labels
+                + ","
+                + label_pairs(
+                    workflow_status=top.workflow_status,
+                    reason=shown_reason(top.reason, reasons.get(ds_id, frozenset())),
+                ),
+                1,
+            )
+            for labels, ds_id, top in failures
+            if top
+        )
+        yield last_failure
+        in_progress = Family(
+            "healthimaging_image_set_in_progress_since_timestamp_seconds",
+            "gauge",
+            "Unix time the image set's oldest version in an in-progress workflow status entered "
+            "it (updatedAt, else createdAt).",
+        )
+        # Shown in failures_only too: a stuck copy is a failure in waiting, and few versions are
+        # in progress at any time.
+        in_progress.lines = (
+            in_progress.sample(
+                f'datastore_id="{escape_label_value(key.datastore_id)}",'
+                f'image_set_id="{escape_label_value(key.image_set_id)}",'
+                f'workflow_status="{escape_label_value(status)}"',
+                started,
+            )
+            for key in sorted(view.image_sets)
+            if _mode(view.datastores.get(key.datastore_id)) != "none"
+            for status, started in sorted(_oldest_in_progress(view.image_sets[key]).items())
+        )
+        yield in_progress
 
 
 class EventCollector:
@@ -139,6 +225,12 @@ class EventCollector:
             "healthimaging_image_sets_deleted",
             "counter",
             "Tracked image sets that disappeared from their data store.",
+        )
+        failures = Family(
+            "healthimaging_failures",
+            "counter",
+            "Versions seen entering a failed status, by the bounded reason of their message "
+            "(its leading code, or other).",
         )
         last_failure = Family(
             "healthimaging_image_set_last_failure_timestamp_seconds",
@@ -171,6 +263,15 @@ class EventCollector:
                 )
             elif key.family == IMAGE_SETS_DELETED:
                 deleted.add(label_pairs(datastore_id=key.datastore_id), value)
+            elif key.family == FAILURES:
+                failures.add(
+                    label_pairs(
+                        datastore_id=key.datastore_id,
+                        workflow_status=key.workflow_status,
+                        reason=key.reason,
+                    ),
+                    value,
+                )
             elif key.family == LAST_FAILURE:
                 last_failure.add(
                     label_pairs(
@@ -184,7 +285,7 @@ class EventCollector:
                 last_forced.add(
                     label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
                 )
-        yield from (new, failed, forced, deleted, last_failure, last_forced)
+        yield from (new, failed, forced, deleted, failures, last_failure, last_forced)
 
 
 class DatastoreCollector:
@@ -227,6 +328,18 @@ class DatastoreCollector:
             "gauge",
             "1 once the inventory backfill of the data store finished.",
         )
+        in_progress = Family(
+            "healthimaging_datastore_in_progress_versions",
+            "gauge",
+            "Versions of all tracked image sets in an in-progress workflow status.",
+        )
+        oldest = Family(
+            "healthimaging_datastore_oldest_in_progress_version_timestamp_seconds",
+            "gauge",
+            "Unix time the oldest version in an in-progress workflow status entered it "
+            "(updatedAt, else createdAt); absent when none is in progress.",
+        )
+        oldest_started: dict[str, dict[str, float]] = {ds: {} for ds in view.datastores}
         info = Family(
             "healthimaging_datastore_info",
             "gauge",
@@ -242,6 +355,11 @@ class DatastoreCollector:
             for version in snapshot.versions:
                 statuses[key.datastore_id][version.workflow_status] += 1
                 forced_counts[key.datastore_id] += version.forced
+            for status, started in _oldest_in_progress(snapshot).items():
+                known = oldest_started[key.datastore_id].get(status)
+                oldest_started[key.datastore_id][status] = (
+                    started if known is None else min(known, started)
+                )
         for ds_id, ds in sorted(view.datastores.items()):
             ds_label = label_pairs(datastore_id=ds_id)
             if ds.region:
@@ -254,8 +372,15 @@ class DatastoreCollector:
             for status, count in sorted(statuses[ds_id].items()):
                 by_status.add(f'{ds_label},workflow_status="{escape_label_value(status)}"', count)
             forced.add(ds_label, forced_counts[ds_id])
+            # Every in-progress status, 0 included: few series, and a stuck count reads as such.
+            for status in sorted(IN_PROGRESS_STATUSES):
+                status_label = f'{ds_label},workflow_status="{status}"'
+                in_progress.add(status_label, statuses[ds_id][status])
+                oldest_at = oldest_started[ds_id].get(status)
+                if oldest_at is not None:
+                    oldest.add(status_label, oldest_at)
             if ds.discovers_all:
                 backfill_listed.add(ds_label, ds.backfill_listed)
                 backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
-        yield from (up, last_success, image_sets, by_status, forced, info)
+        yield from (up, last_success, image_sets, by_status, forced, info, in_progress, oldest)
         yield from (backfill_listed, backfill_complete)

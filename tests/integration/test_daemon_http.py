@@ -214,3 +214,17 @@ def test_plain_bodies_stream_over_http_1_0_and_head_sends_none(
     assert body.startswith(b"# HELP") and b"healthimaging_up{" in body
     status, _, body = fetch(daemon.url + "/metrics", method="HEAD")
     assert status == 200 and body == b""
+
+
+def test_rate_limit_from_the_web_config_is_enforced(
+    make_config: ConfigFactory, daemon_for: DaemonFactory, tmp_path: Path
+) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("rate_limit:\n  interval: 1h\n  burst: 2\n")
+    daemon = daemon_for(make_config(web={"config_file": str(web_config)}))
+    assert [fetch(daemon.url + "/")[0] for _ in range(3)] == [200, 200, 429]
+    status, headers, _ = fetch(daemon.url + "/metrics")
+    assert status == 429 and int(headers["Retry-After"]) > 0
+    assert fetch(daemon.url + "/-/healthy")[0] == 200  # probes are not limited
+    status, headers, _ = fetch(daemon.url + "/")
+    assert "Python" not in headers["Server"]

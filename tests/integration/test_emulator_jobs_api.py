@@ -27,6 +27,7 @@ from tests.moto import MotoServer
 DS = "12345678901234567890123456789012"
 ROLE = "arn:aws:iam::123456789012:role/ImportJobDataAccessRole"
 BIN = Path(sys.executable).parent
+SOURCE = f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DS}/imageset/{'0' * 32}"
 
 
 def model_shape(name: str) -> Any:
@@ -320,13 +321,15 @@ def test_events_arrive_in_sqs_as_documented_envelopes(
         emu.port,
         "POST",
         f"/_emulator/datastores/{DS}/imagesets/{set_id}/versions",
-        json.dumps({"workflowStatus": "COPYING", "state": "LOCKED"}),
+        json.dumps({"workflowStatus": "COPYING", "state": "LOCKED", "sourceImageSetArn": SOURCE}),
     )
     raw(
         emu.port,
         "PUT",
         f"/_emulator/datastores/{DS}/imagesets/{set_id}/versions/{version['versionId']}",
-        json.dumps({"workflowStatus": "COPY_FAILED", "message": "INVALID_REQUEST: x"}),
+        json.dumps(
+            {"workflowStatus": "COPY_FAILED", "message": "INVALID_REQUEST: x", "state": "ACTIVE"}
+        ),
     )
     job_id = emu.backend.start_import_job(DS, job_name="evented")
     emu.backend.advance()
@@ -348,7 +351,9 @@ def test_events_arrive_in_sqs_as_documented_envelopes(
     ]
     assert copy_failed["detail"]["imagesetId"] == set_id
     assert copy_failed["detail"]["imageSetWorkflowStatus"] == "COPY_FAILED"
-    assert received[0]["detail"]["sourceImageSetArn"]
+    assert received[0]["detail"]["sourceImageSetArn"] == SOURCE
+    assert received[0]["detail"]["imageSetState"] == "LOCKED"
+    assert copy_failed["detail"]["imageSetState"] == "ACTIVE"
     assert received[4]["detail"]["jobId"] == job_id
     assert received[4]["detail"]["jobName"] == "evented"
     assert emu.backend.event_counts()["sent"] == 5

@@ -1,4 +1,4 @@
-"""HTTPS with a web config: a stdlib server using build_ssl_context and BasicAuthChecker."""
+"""HTTPS with a web config: the exporter's web server with its TLS, headers and basic auth."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import base64
 import http.client
 import socket
 import ssl
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 
+from exporter.metrics.exposition import ExpositionCache
+from exporter.web import ServerLimits, WebApp, WebServer
 from exporter.webconfig import (
     WWW_AUTHENTICATE,
     BasicAuthChecker,
@@ -43,71 +43,24 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-# --- a minimal HTTPS server standing in for the exporter's web server ----------------------------
+# --- the exporter's web server with a web config ------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server doing the TLS handshake in the request thread."""
-
-    daemon_threads = True
-
-    def __init__(self, config: WebConfig) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.config = config
-        self.ssl_context = build_ssl_context(config)
-        self.checker = BasicAuthChecker(config.basic_auth_users)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Wrap the connection in TLS (when configured) before handling it."""
-        if self.ssl_context is not None:
-            request.settimeout(5)
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                request.close()
-                return
-        super().finish_request(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Answers 200 to authenticated requests and 401 with a challenge otherwise."""
-
-    server: _Server
-
-    def do_GET(self) -> None:
-        """Serve one request."""
-        if self.server.checker.enabled() and not self.server.checker.check(
-            self.headers.get("Authorization")
-        ):
-            self._reply(401, b"Unauthorized\n", {"WWW-Authenticate": WWW_AUTHENTICATE})
-            return
-        self._reply(200, b"healthy\n", {})
-
-    def _reply(self, status: int, body: bytes, extra: dict[str, str]) -> None:
-        """Send a response with the configured headers."""
-        self.send_response(status)
-        for name, value in {**self.server.config.headers, **extra}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet."""
-
-
-def _serve(config: WebConfig) -> Iterator[str]:
-    """Run the server in a thread; yield its https base URL."""
-    server = _Server(config)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def _serve(config: WebConfig, limits: ServerLimits | None = None) -> Iterator[str]:
+    """Run the exporter's web server with the config's TLS, headers and users; yield its URL."""
+    app = WebApp(
+        exposition=ExpositionCache(),
+        is_ready=lambda: True,
+        health=lambda: None,
+        authenticator=BasicAuthChecker(config.basic_auth_users),
+        headers=dict(config.headers),
+        rate_limit=config.rate_limit,
+    )
+    server = WebServer("127.0.0.1", 0, app, build_ssl_context(config), limits).start()
     try:
-        yield f"https://localhost:{server.server_address[1]}"
+        yield f"https://localhost:{server.port}"
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        server.stop()
 
 
 def _web_config(pki: Path, name: str, text: str) -> WebConfig:
@@ -162,7 +115,7 @@ def _get(url: str, context: ssl.SSLContext, auth: tuple[str, str] | None = None)
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            assert response.read() == b"healthy\n"
+            assert response.read()
             return response.status, response.headers
     except urllib.error.HTTPError as error:
         return error.code, error.headers
@@ -172,7 +125,7 @@ def test_right_password_gets_200(pki: Path, auth_url: str) -> None:
     status, headers = _get(f"{auth_url}/-/healthy", _client_context(pki), ("prometheus", PASSWORD))
     assert status == 200
     assert headers["X-Content-Type-Options"] == "nosniff"
-    again, _ = _get(f"{auth_url}/metrics", _client_context(pki), ("prometheus", PASSWORD))
+    again, _ = _get(f"{auth_url}/", _client_context(pki), ("prometheus", PASSWORD))
     assert again == 200
 
 
@@ -182,7 +135,7 @@ def test_right_password_gets_200(pki: Path, auth_url: str) -> None:
 def test_wrong_or_missing_password_gets_401_with_a_challenge(
     pki: Path, auth_url: str, auth: tuple[str, str] | None
 ) -> None:
-    status, headers = _get(f"{auth_url}/metrics", _client_context(pki), auth)
+    status, headers = _get(f"{auth_url}/", _client_context(pki), auth)
     assert status == 401
     assert headers["WWW-Authenticate"] == WWW_AUTHENTICATE
 
@@ -207,7 +160,7 @@ def test_the_server_certificate_verifies_against_the_ca_only(pki: Path, auth_url
 
 
 def test_client_certificate_from_the_ca_is_accepted(pki: Path, mtls_url: str) -> None:
-    status, _ = _get(f"{mtls_url}/metrics", _client_context(pki, "client"))
+    status, _ = _get(f"{mtls_url}/", _client_context(pki, "client"))
     assert status == 200
 
 
@@ -232,3 +185,54 @@ def test_a_stalled_handshake_does_not_block_other_clients(pki: Path, auth_url: s
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         status, _ = _get(f"{auth_url}/-/healthy", _client_context(pki), ("prometheus", PASSWORD))
     assert status == 200
+
+
+def test_probes_need_no_password_over_tls(pki: Path, auth_url: str) -> None:
+    for path in ("/-/healthy", "/-/ready"):
+        status, _ = _get(f"{auth_url}{path}", _client_context(pki))
+        assert status == 200
+
+
+def _tls_only(pki: Path) -> WebConfig:
+    text = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+    return _web_config(pki, "tls-only.yml", text)
+
+
+def _closed_by_server(sock: socket.socket, within: float = 15) -> bool:
+    """Whether the server closes the connection (EOF or reset) within the time given."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return True
+
+
+def test_a_client_that_never_completes_the_handshake_is_closed(pki: Path) -> None:
+    for url in _serve(_tls_only(pki), ServerLimits(header_timeout=1, idle_timeout=60)):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert _closed_by_server(sock)
+
+
+def test_tls_connections_over_the_cap_are_closed(pki: Path) -> None:
+    limits = ServerLimits(header_timeout=60, idle_timeout=60, max_connections=2)
+    for url in _serve(_tls_only(pki), limits):
+        port = int(url.rsplit(":", 1)[1])
+        context = _client_context(pki)
+        # Each handshake completes in a handler thread, so both are counted once it is done.
+        held = [
+            context.wrap_socket(
+                socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"
+            )
+            for _ in range(2)
+        ]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+                assert _closed_by_server(extra)
+        finally:
+            for sock in held:
+                sock.close()

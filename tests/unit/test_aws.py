@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -85,7 +86,7 @@ def test_parse_version_keeps_every_field_but_dicom() -> None:
         True,
         False,
     )
-    assert version.message == "INVALID_REQUEST: Series of X don't match."  # one line
+    assert version.reason == "INVALID_REQUEST"  # the code only: the message stops here
 
 
 @pytest.mark.parametrize(
@@ -122,6 +123,48 @@ def test_missing_workflow_status_is_passed_through_as_unknown() -> None:
 )
 def test_error_codes_map_to_outcomes(code: str, status: int, outcome: str) -> None:
     assert classify_error_code(code, status) == outcome
+
+
+def test_in_progress_version_keeps_when_it_entered_its_status() -> None:
+    created = datetime(2023, 3, 28, 18, 12, 6, 436000, tzinfo=UTC)  # botocore gives datetimes
+    updated = datetime(2023, 3, 28, 18, 50, 36, 304000, tzinfo=UTC)
+    item = {
+        "versionId": "3",
+        "imageSetState": "LOCKED",
+        "ImageSetWorkflowStatus": "COPYING",
+        "createdAt": created,
+        "updatedAt": updated,
+    }
+    version = parse_version(item)
+    assert version.started_at == updated.timestamp() == version.changed_at
+    assert parse_version({**item, "updatedAt": None}).started_at == created.timestamp()
+    assert version.settled() is version  # kept as it is
+    # Any other status keeps no timestamp past its first diff: the listing's is transient.
+    done = parse_version({**item, "ImageSetWorkflowStatus": "COPIED"})
+    assert done.started_at is None and done.changed_at == updated.timestamp()
+    assert done.settled().changed_at is None
+
+
+def test_a_garbled_timestamp_costs_the_age_not_the_listing() -> None:
+    item = {"versionId": "3", "imageSetState": "ACTIVE", "ImageSetWorkflowStatus": "UPDATING"}
+    for bad in ("yesterday", float("nan"), True, {"a": 1}):
+        version = parse_version({**item, "updatedAt": bad})
+        assert version.started_at is None and version.workflow_status == "UPDATING"
+
+
+def test_failed_version_keeps_only_the_code_of_its_message() -> None:
+    item = {
+        "versionId": "2",
+        "imageSetState": "ACTIVE",
+        "ImageSetWorkflowStatus": "COPY_FAILED",
+        "message": "INVALID_REQUEST:  Series of SourceImageSet and DestinationImageSet "
+        "don't match.",
+    }
+    version = parse_version(item)
+    assert version.reason == "INVALID_REQUEST" and version.started_at is None
+    assert parse_version({**item, "message": "Series did not match"}).reason == "other"
+    # A message on a version that did not fail gives no reason.
+    assert parse_version({**item, "ImageSetWorkflowStatus": "COPIED"}).reason is None
 
 
 # --- The boundary is total: whatever JSON arrives, typed data or malformed_response ------------
@@ -228,10 +271,16 @@ def test_a_search_hit_keeps_no_dicom_data() -> None:
     assert hits == [ImageSetSummary(IMAGE_SET, 3, 5.0, None)] and token == "abc"
 
 
-def test_a_lone_surrogate_in_a_message_is_made_loggable() -> None:
-    version = parse_version(entry(message="bad \udc80 series\n" + "x" * 5000))
-    assert version.message is not None and len(version.message) <= 200
-    version.message.encode("utf-8")  # a log handler could not write a lone surrogate
+def test_a_lone_surrogate_in_a_message_gives_a_plain_reason() -> None:
+    failed = "COPY_FAILED"
+    version = parse_version(
+        entry(ImageSetWorkflowStatus=failed, message="bad \udc80 series\n" + "x" * 5000)
+    )
+    assert version.reason == "other"
+    coded = parse_version(
+        entry(ImageSetWorkflowStatus=failed, message="BAD_THING: \udc80" + "x" * 5000)
+    )
+    assert coded.reason == "BAD_THING"
 
 
 def test_shown_values_are_short_printable_ascii() -> None:
@@ -292,7 +341,12 @@ def check_typed_versions(versions: object) -> None:
         assert 0 <= version.version_id < 10**18
         assert ENUM_VALUE.fullmatch(version.workflow_status)
         assert ENUM_VALUE.fullmatch(version.image_set_state)
-        assert version.message is None or version.message.isprintable()
+        assert (
+            version.reason is None
+            or version.reason == "other"
+            or ENUM_VALUE.fullmatch(version.reason)
+        )
+        assert version.changed_at is None or 0 <= version.changed_at < 253_402_300_800.0
 
 
 def typed_or_malformed(read: Callable[[object], T], answer: object) -> T | None:

@@ -205,6 +205,22 @@ def test_add_version_and_set_status_bump_updated_at(backend: Backend, clock: Man
         backend.add_version(DS, set_id, "NOT_A_STATUS")
 
 
+def test_back_dated_version_keeps_its_time_and_the_set_moves_now(
+    backend: Backend, clock: ManualClock
+) -> None:
+    set_id = backend.create_image_set(DS)
+    clock.now += 3_600
+    backend.add_version(DS, set_id, "COPYING", updated_at=clock.now - 3_000.0004)
+    listed = ops.list_image_set_versions(backend, DS, set_id, 50, None)["imageSetPropertiesList"]
+    assert listed[0]["ImageSetWorkflowStatus"] == "COPYING"
+    assert listed[0]["updatedAt"] == round(clock.now - 3_000.0004, 3)
+    summary = ops.search_image_sets(backend, DS, {})["imageSetsMetadataSummaries"][0]
+    assert summary["updatedAt"] == clock.now  # change detection sees the change now
+    backend.set_workflow_status(DS, set_id, "2", "UPDATING", updated_at=1_000.0)
+    listed = ops.list_image_set_versions(backend, DS, set_id, 50, None)["imageSetPropertiesList"]
+    assert (listed[0]["ImageSetWorkflowStatus"], listed[0]["updatedAt"]) == ("UPDATING", 1_000.0)
+
+
 def test_delete_image_set_removes_it_everywhere(demo: Backend) -> None:
     before = len(ops.search_image_sets(demo, DS, {})["imageSetsMetadataSummaries"])
     demo.delete_image_set(DS, DEMO_SET)

@@ -9,13 +9,14 @@ import pytest
 
 from exporter.model import (
     FAILED_VERSIONS,
+    FAILURES,
     LAST_FAILURE,
     CounterKey,
     ImageSetKey,
     ImageSetSnapshot,
     Version,
 )
-from exporter.store import SCHEMA_VERSION, DatastoreRecord, SnapshotStore, StoreError
+from exporter.store import MIGRATIONS, SCHEMA_VERSION, DatastoreRecord, SnapshotStore, StoreError
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 SNAP = ImageSetSnapshot(
@@ -108,6 +109,68 @@ def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
     db.close()
     state = SnapshotStore(str(path)).load()
     assert state.image_sets[KEY].versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)
+
+
+def test_in_progress_start_and_failure_reason_round_trip_and_others_stay_shared(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "state.db")
+    store = SnapshotStore(path)
+    copying = Version(3, "COPYING", "ACTIVE", changed_at=1_700_000_000.5)
+    failed = Version(2, "COPY_FAILED", "ACTIVE", reason="INVALID_REQUEST")
+    other = ImageSetKey("d" * 32, "j" * 32)
+    store.apply(ImageSetSnapshot(KEY, (copying, failed, Version(1, "COPIED", "ACTIVE"))), {})
+    store.apply(ImageSetSnapshot(other, (Version(1, "COPIED", "ACTIVE"),)), {})
+    store.close()
+    state = SnapshotStore(path).load()
+    assert state.image_sets[KEY].versions[:2] == (copying, failed)
+    # The common version stays one shared object across image sets.
+    assert state.image_sets[KEY].versions[2] is state.image_sets[other].versions[0]
+    row = sqlite3.connect(path).execute("SELECT versions FROM image_sets").fetchone()[0]
+    assert "free" not in row and "message" not in row
+
+
+def test_failures_by_reason_and_reshard_bookkeeping_persist(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SnapshotStore(path)
+    by_reason = CounterKey(FAILURES, KEY.datastore_id, "", "COPY_FAILED", "INVALID_REQUEST")
+    other = by_reason._replace(reason="other")
+    store.apply(SNAP, {FAILED: 1, by_reason: 1, other: 1})
+    store.apply(SNAP, {by_reason: 1})
+    record = DatastoreRecord(
+        KEY.datastore_id,
+        last_success=10.0,
+        shard_assignment="0/3",
+        resharded_at=20.0,
+        watched_until=10.0,
+    )
+    store.save_datastore(record)
+    store.close()
+    state = SnapshotStore(path).load()
+    assert state.counters == {FAILED: 1.0, by_reason: 2.0, other: 1.0}
+    assert state.datastores[KEY.datastore_id] == record
+
+
+def test_schema_2_state_migrates_with_its_counters(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[0].split(";") + MIGRATIONS[1].split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("INSERT INTO counters VALUES ('failed_versions', ?, ?, 'COPY_FAILED', 4)", KEY)
+    db.execute("INSERT INTO datastores (datastore_id, last_success) VALUES (?, 7.0)", (KEY[0],))
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = SnapshotStore(str(path))
+    state = store.load()
+    assert SCHEMA_VERSION == 3
+    assert state.counters == {FAILED: 4.0}
+    record = state.datastores[KEY.datastore_id]
+    assert record.last_success == 7.0 and record.shard_assignment is None
+    store.apply(SNAP, {FAILED: 1})
+    assert store.load().counters == {FAILED: 5.0}
+    assert store.check_integrity() == "ok"
 
 
 def test_event_timestamps_replace_while_counters_add(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import base64
 import shutil
 import ssl
 import tempfile
-import time
+import threading
 from pathlib import Path
 
 import bcrypt
@@ -16,8 +16,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from exporter.webconfig import (
+    BCRYPT_MAX_COST,
     WWW_AUTHENTICATE,
     BasicAuthChecker,
+    RateLimit,
     WebConfig,
     WebConfigError,
     build_ssl_context,
@@ -46,7 +48,10 @@ BAD_FILES = {
     "max_below_min_version.yml": "tls_server_config.max_version: lower than min_version",
     "unknown_cipher_suite.yml": "tls_server_config.cipher_suites: unknown or insecure",
     "client_allowed_sans.yml": "tls_server_config.client_allowed_sans: not supported",
-    "rate_limit.yml": "rate_limit: not supported",
+    "rate_limit_bare_number.yml": "rate_limit.interval: must be a duration such as 1s",
+    "rate_limit_zero_burst.yml": "rate_limit.burst: must be 1 to 1000000 when interval is set",
+    "rate_limit_unknown_field.yml": "rate_limit.per_client: unknown key",
+    "rate_limit_burst_string.yml": "rate_limit.burst: must be an integer, got string",
     "http2_not_boolean.yml": "http_server_config.http2: must be a boolean, got string",
     "unknown_header.yml": "http_server_config.headers.Server: this header can not be configured",
     "bad_x_frame_options.yml": "http_server_config.headers.X-Frame-Options: must be one of",
@@ -58,8 +63,11 @@ BAD_FILES = {
     "alias.yml": "not valid YAML at line 3, column 7: aliases (*name) are not allowed",
     "deep_nesting.yml": "exceeded maximum nesting depth",
     "several_errors.yml": "tls_config: unknown key (expected one of basic_auth_users, "
-    "http_server_config, tls_server_config); http_server_config.headers.Server: this header can "
-    "not be configured; http_server_config.http2: must be a boolean, got string",
+    "http_server_config, rate_limit, tls_server_config); "
+    "http_server_config.headers.Server: this header can not be configured; "
+    "http_server_config.http2: must be a boolean, got string",
+    "bcrypt_cost_too_high.yml": "basic_auth_users.prometheus: bcrypt cost 31 is above 14",
+    "bcrypt_cost_too_low.yml": "basic_auth_users.prometheus: bcrypt cost 3 is below 4",
 }
 
 FAST_HASH = bcrypt.hashpw(b"s3cret:with colon", bcrypt.gensalt(rounds=4))
@@ -149,6 +157,26 @@ basic_auth_users:
     with pytest.raises(TypeError):
         config.basic_auth_users["intruder"] = FAST_HASH  # type: ignore[index]
     assert FAST_HASH.decode() not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rate_limit:\n  interval: 1s\n  burst: 10\n", RateLimit(1.0, 10)),
+        ("rate_limit:\n  interval: 1m30s\n  burst: 1\n", RateLimit(90.0, 1)),
+        ("rate_limit:\n  interval: 250ms\n  burst: 3\n", RateLimit(0.25, 3)),
+        ("rate_limit:\n  interval: 0\n  burst: 0\n", RateLimit()),  # 0 turns it off
+        ("rate_limit:\n  interval: 0s\n", RateLimit()),
+        ("rate_limit:\n", RateLimit()),
+        ("{}\n", RateLimit()),
+    ],
+)
+def test_rate_limit_is_read_as_the_exporter_toolkit_does(
+    tmp_path: Path, text: str, expected: RateLimit
+) -> None:
+    limit = load_web_config(write(tmp_path, text)).rate_limit
+    assert limit == expected
+    assert limit.enabled is (expected.interval_seconds > 0)
 
 
 def test_every_bad_file_has_an_expected_message() -> None:
@@ -354,26 +382,86 @@ def test_several_users(tmp_path: Path) -> None:
         assert not checker.check(basic(name, "a-pw" if name != "a" else "b-pw"))
 
 
-def _best_of(n: int, checker: BasicAuthChecker, header: str) -> float:
-    """The fastest of n checks, in seconds."""
-    best = float("inf")
-    for _ in range(n):
-        start = time.perf_counter()
-        checker.check(header)
-        best = min(best, time.perf_counter() - start)
-    return best
+class CountingCheck:
+    """bcrypt.checkpw, counting its calls and the costs of the hashes it is given."""
+
+    def __init__(self) -> None:
+        self.costs: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        with self._lock:
+            self.costs.append(int(hashed[4:6]))
+        return bcrypt.checkpw(password, hashed)
 
 
-def test_cached_check_skips_bcrypt_but_unknown_users_still_pay() -> None:
-    slow = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=10))
-    checker = BasicAuthChecker({"prometheus": slow})
-    wrong = _best_of(2, checker, basic("prometheus", "wrong"))
-    unknown = _best_of(2, checker, basic("mallory", "wrong"))
-    assert checker.check(basic("prometheus", "right"))
-    cached = _best_of(3, checker, basic("prometheus", "right"))
-    assert wrong > 0.01  # a cost-10 bcrypt check takes tens of milliseconds
-    assert unknown > wrong / 3  # user enumeration by timing is not cheap
-    assert cached < wrong / 10
+def test_a_repeated_wrong_password_costs_one_bcrypt_check() -> None:
+    check = CountingCheck()
+    checker = BasicAuthChecker({"prometheus": FAST_HASH}, checkpw=check)
+    for _ in range(50):
+        assert not checker.check(basic("prometheus", "wrong"))
+        assert not checker.check(basic("mallory", "wrong"))  # an unknown user too
+    assert len(check.costs) == 2
+    for _ in range(50):
+        assert checker.check(basic("prometheus", "s3cret:with colon"))
+    assert len(check.costs) == 3  # a success is checked once as well
+    assert not checker.check(basic("prometheus", "wrong"))
+    assert len(check.costs) == 3  # and does not evict the cached failure
+
+
+def test_concurrent_identical_attempts_cost_one_bcrypt_check() -> None:
+    check = CountingCheck()
+    checker = BasicAuthChecker({"prometheus": FAST_HASH}, checkpw=check)
+    results: list[bool] = []
+
+    def attempt() -> None:
+        results.append(checker.check(basic("prometheus", "wrong")))
+
+    threads = [threading.Thread(target=attempt) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [False] * 16
+    assert len(check.costs) == 1
+
+
+def test_the_result_cache_is_bounded() -> None:
+    check = CountingCheck()
+    checker = BasicAuthChecker({"prometheus": FAST_HASH}, checkpw=check)
+    for i in range(BasicAuthChecker.CACHE_SIZE + 1):
+        assert not checker.check(basic("prometheus", f"guess-{i}"))
+    assert len(check.costs) == BasicAuthChecker.CACHE_SIZE + 1
+    # The newest results are kept; the oldest was dropped to make room.
+    assert not checker.check(basic("prometheus", f"guess-{BasicAuthChecker.CACHE_SIZE}"))
+    assert len(check.costs) == BasicAuthChecker.CACHE_SIZE + 1
+    assert not checker.check(basic("prometheus", "guess-0"))
+    assert len(check.costs) == BasicAuthChecker.CACHE_SIZE + 2
+
+
+def test_unknown_users_are_checked_against_a_hash_of_the_highest_cost() -> None:
+    check = CountingCheck()
+    users = {
+        "a": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)),
+        "b": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)),
+    }
+    checker = BasicAuthChecker(users, checkpw=check)
+    assert not checker.check(basic("mallory", "pw"))
+    assert not checker.check(basic("mallory", "other"))
+    assert check.costs == [5, 5]
+
+
+def test_a_high_cost_hash_does_not_hold_up_the_start() -> None:
+    # At cost 31 one bcrypt takes days: building the checker must not compute any.
+    top = "$2b$31$" + FAST_HASH.decode()[7:]
+    built: list[BasicAuthChecker] = []
+    thread = threading.Thread(
+        target=lambda: built.append(BasicAuthChecker({"u": top.encode()})), daemon=True
+    )
+    thread.start()
+    thread.join(timeout=60)
+    assert built, "building the checker computed a bcrypt hash"
+    assert BCRYPT_MAX_COST == 14  # and the web config refuses such a hash (bcrypt_cost_too_high)
 
 
 def test_challenge_header_names_basic_auth() -> None:
