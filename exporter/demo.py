@@ -7,8 +7,8 @@ import os
 import random
 import sys
 import tempfile
-import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from exporter.config import (
     AwsSettings,
@@ -21,6 +21,9 @@ from exporter.config import (
 from exporter.emulator import EmulatorServer
 from exporter.logs import configure_logging
 
+if TYPE_CHECKING:
+    from exporter.daemon import Daemon
+
 DEMO_DATASTORE = "12345678901234567890123456789012"
 ACTIVITY = ("UPDATED", "UPDATED", "UPDATED", "COPIED", "COPY_FAILED", "UPDATE_FAILED")
 
@@ -30,18 +33,28 @@ def _demo_image_sets(server: EmulatorServer) -> tuple[str, ...]:
     return tuple(sorted(store.image_sets))
 
 
-def _activity(server: EmulatorServer, image_sets: Sequence[str], stop: threading.Event) -> None:
-    """Add a version to a random demo image set every few seconds, so counters move."""
-    rng = random.Random(7)
-    while not stop.wait(20):
-        image_set = rng.choice(image_sets)
-        status = rng.choice(ACTIVITY)
-        forced = rng.random() < 0.2
+ACTIVITY_EVERY_SECONDS = 20.0
+
+
+class Activity:
+    """Adds a version to a random demo image set, so counters move (a job of the runtime)."""
+
+    def __init__(self, server: EmulatorServer, image_sets: Sequence[str]) -> None:
+        self._server = server
+        self._image_sets = image_sets
+        self._rng = random.Random(7)
+
+    def __call__(self) -> None:
+        image_set = self._rng.choice(self._image_sets)
+        status = self._rng.choice(ACTIVITY)
+        forced = self._rng.random() < 0.2
         try:
-            version = server.backend.add_version(DEMO_DATASTORE, image_set, status, forced=forced)
+            version = self._server.backend.add_version(
+                DEMO_DATASTORE, image_set, status, forced=forced
+            )
         except Exception as exc:  # a deleted demo image set, say: keep the demo going
             print(f"demo: could not add a version to {image_set}: {exc}", file=sys.stderr)
-            continue
+            return
         extra = " (forced)" if forced else ""
         print(f"demo: image set {image_set} got version {version}: {status}{extra}", flush=True)
 
@@ -72,26 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             state=StateSettings(path=os.path.join(tmp, "state.db")),
             web=WebSettings(host="127.0.0.1", port=args.port),
         )
-        stop = threading.Event()
-        ready = threading.Event()
-        threading.Thread(
-            target=_activity, args=(emulator, image_sets, stop), name="demo", daemon=True
-        ).start()
 
-        def announce() -> None:
-            if ready.wait(30):
-                print(
-                    f"\nemulator:  {emulator.url}\n"
-                    f"metrics:   http://127.0.0.1:{args.port}/metrics\n"
-                    "Press Ctrl-C to stop.\n",
-                    flush=True,
-                )
+        def announce(daemon: Daemon) -> None:
+            print(
+                f"\nemulator:  {emulator.url}\n"
+                f"metrics:   {daemon.url}/metrics\n"
+                "Press Ctrl-C to stop.\n",
+                flush=True,
+            )
 
-        threading.Thread(target=announce, daemon=True).start()
+        activity = ("demo activity", Activity(emulator, image_sets), ACTIVITY_EVERY_SECONDS)
         try:
-            return run_daemon(config, ready=ready)
+            return run_daemon(config, on_started=announce, extra_jobs=[activity])
         except OSError as exc:
             print(f"healthimaging-exporter demo: {exc} (try --port)", file=sys.stderr)
             return 1
-        finally:
-            stop.set()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from exporter.emulator import EmulatorServer
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
 BIN = Path(sys.executable).parent
 EXPORTER = str(BIN / "healthimaging-exporter")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from exporter.emulator import EmulatorServer
 from exporter.emulator.testing import client_for
+from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
 DS = "12345678901234567890123456789012"
@@ -111,12 +111,6 @@ def test_aws_cli_prints_the_documented_example(emu: EmulatorServer, tmp_path: Pa
     # CLI v1 prints timestamps as they came over the wire: epoch seconds, as documented.
     assert json.loads(result.stdout) == json.loads(DOCUMENTED_EXAMPLE)
     assert emu.backend.request_counts() == {"ListImageSetVersions": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

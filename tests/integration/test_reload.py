@@ -16,8 +16,7 @@ import yaml
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
-from tests.integration.test_daemon_http import fetch, wait_for
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, wait_for
 from tests.integration.test_poll import samples_of, value
 
 DaemonFactory = Callable[..., Daemon]

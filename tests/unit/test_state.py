@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry
-
 from exporter.diff import ImageSetChange
-from exporter.metrics.own import ExporterMetrics
 from exporter.model import (
     FAILED_VERSIONS,
     NEW_VERSIONS,
@@ -49,13 +46,12 @@ def change(versions: int) -> ImageSetChange:
 
 def test_a_failed_write_leaves_memory_at_the_last_durable_state() -> None:
     store = FullDisk(":memory:")
-    metrics = ExporterMetrics(CollectorRegistry())
-    state = FleetState(store, metrics)
+    state = FleetState(store)
     assert state.apply(change(1))
     store.full = True
     assert not state.apply(change(2))
     assert not state.writable
-    assert metrics.state_writable._value.get() == 0
+    assert state.write_failures == 1  # the service turns this into the gauge and the counter
     snapshot = state.get(KEY)
     assert snapshot is not None and len(snapshot.versions) == 1
     assert state.copies()[1][FAILED] == 1
@@ -67,7 +63,7 @@ def test_a_failed_write_leaves_memory_at_the_last_durable_state() -> None:
 
 def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> None:
     store = SnapshotStore(":memory:")
-    state = FleetState(store, ExporterMetrics(CollectorRegistry()))
+    state = FleetState(store)
     state.apply(change(1))
     state.forget([KEY], datastores=[])
     assert state.get(KEY) is None
