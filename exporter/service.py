@@ -68,6 +68,7 @@ class ExporterService:
         load_config: ConfigLoader | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        store: SnapshotStore | None = None,
     ) -> None:
         self.config = config
         self._load_config = load_config
@@ -77,7 +78,7 @@ class ExporterService:
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
         self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
-        self.store = SnapshotStore(config.state.path)
+        self.store = store if store is not None else SnapshotStore(config.state.path)
         try:
             self.state = FleetState(self.store)
         except BaseException:

@@ -6,6 +6,7 @@ deadlocked the main thread in 1-2 % of double signals (the process polled on and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -60,7 +61,7 @@ def tiny_config(emulator: EmulatorServer, directory: Path, **aws: Any) -> Path:
 
 
 def burst_once(config: Path, seed: int) -> BurstRun:
-    """Start a daemon, wait for it to listen, send 2-6 SIGTERM/SIGINT 0-3 ms apart, time the exit."""
+    """Start a daemon; once it listens, send 2-6 SIGTERM/SIGINT 0-3 ms apart; time the exit."""
     rng = random.Random(seed)
     signals = tuple(rng.choice((signal.SIGTERM, signal.SIGINT)) for _ in range(rng.randint(2, 6)))
     log = config.parent / f"daemon-{seed}.log"
@@ -74,10 +75,8 @@ def burst_once(config: Path, seed: int) -> BurstRun:
         for signum in signals:
             process.send_signal(signum)
             time.sleep(rng.uniform(0, 0.003))
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=EXIT_WITHIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
         exit_seconds = time.monotonic() - first
         return BurstRun(signals, process.poll(), exit_seconds, log.read_text())
     finally:

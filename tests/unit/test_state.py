@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
+import pytest
+
+from exporter.config import Config, StateSettings
 from exporter.diff import ImageSetChange
 from exporter.model import (
     FAILED_VERSIONS,
@@ -13,6 +18,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
+from exporter.service import ExporterService
 from exporter.state import FleetState
 from exporter.store import SnapshotStore, StoreError
 
@@ -69,3 +75,51 @@ def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> Non
     assert state.get(KEY) is None
     assert state.copies()[1] == {}
     assert store.load().counters == {} and store.load().image_sets == {}
+
+
+class ReadOnly(SnapshotStore):
+    """A real store on a connection SQLite refuses every write on, as on a read-only file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._db.execute("PRAGMA query_only = ON")
+
+
+def test_a_read_only_store_is_noticed_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SnapshotStore(str(tmp_path / "state.db")).close()
+    store = ReadOnly(str(tmp_path / "state.db"))
+    try:
+        state = FleetState(store)
+        assert not state.writable  # before any write was attempted
+        assert "cannot write" in caplog.text and "readonly" in caplog.text
+        assert not state.apply(change(1))
+        assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+    finally:
+        store.close()
+
+
+def test_the_service_reports_a_read_only_store_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    SnapshotStore(path).close()
+    config = Config(datastores=(), state=StateSettings(path))
+    service = ExporterService(config, store=ReadOnly(path))
+    try:
+        assert service.health() == "the snapshot store cannot be written; serving the last metrics"
+        assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
+    finally:
+        service.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_a_read_only_state_file_is_noticed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SnapshotStore(str(path)).close()
+    path.chmod(0o444)
+    service = ExporterService(Config(datastores=(), state=StateSettings(str(path))))
+    try:
+        assert service.health() is not None
+        assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
+    finally:
+        service.close()

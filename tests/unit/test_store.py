@@ -101,3 +101,24 @@ def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
     db.close()
     state = SnapshotStore(str(path)).load()
     assert state.image_sets[KEY].versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)
+
+
+def test_a_new_file_is_created_not_migrated_and_an_old_one_is_migrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="exporter")
+    path = str(tmp_path / "state.db")
+    SnapshotStore(path).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"created state file {path} (schema version {SCHEMA_VERSION})"
+    ]
+    caplog.clear()
+    SnapshotStore(path).close()
+    assert caplog.records == []  # nothing to say on an ordinary start
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE datastores DROP COLUMN discovery_started")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    SnapshotStore(path).close()
+    assert [r.getMessage() for r in caplog.records] == ["migrated state schema to version 2"]
