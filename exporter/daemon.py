@@ -89,6 +89,10 @@ class Daemon:
         self._stop_lock = threading.Lock()
         self._stopped = False
         self._extra_jobs = tuple(extra_jobs)
+        # Set by a reload: the poll job runs one more cycle before it returns (plain flags, read
+        # and written whole: a cycle is never started twice at once, the job has max_instances 1).
+        self._poll_again = False
+        self._polling = False
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={
@@ -118,7 +122,7 @@ class Daemon:
         """Start serving and polling; the first poll starts at once."""
         self._server.start()
         self._scheduler.add_job(
-            _guarded("poll cycle", self.service.poll),
+            _guarded("poll cycle", self._poll),
             self._trigger(self.service.config),
             id="poll",
             max_instances=1,  # polls never overlap
@@ -148,6 +152,16 @@ class Daemon:
         log.info("listening on %s/metrics", self.url)
         return self
 
+    def _poll(self) -> None:
+        self._polling = True
+        try:
+            self._poll_again = True
+            while self._poll_again and not self._stopped:
+                self._poll_again = False
+                self.service.poll()
+        finally:
+            self._polling = False
+
     @staticmethod
     def _trigger(config: Config) -> IntervalTrigger:
         return IntervalTrigger(seconds=config.poll.interval_seconds, timezone=UTC)
@@ -160,11 +174,14 @@ class Daemon:
         with self._reload_lock:
             error = self.service.reload()
             if error is None and self._scheduler.running and not self._stopped:
+                # A cycle in progress runs another one right after; otherwise one starts now.
+                self._poll_again = True
                 with contextlib.suppress(Exception):  # the scheduler may be shutting down
                     self._scheduler.reschedule_job(
                         "poll", trigger=self._trigger(self.service.config)
                     )
-                    self._scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+                    if not self._polling:
+                        self._scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
         return error
 
     def schedule_reload(self) -> None:

@@ -74,7 +74,6 @@ class ExporterMetrics:
             "0 while the snapshot store cannot be written.",
             registry=registry,
         )
-        self.state_writable.set(1)
         self.reload_successful = Gauge(
             "healthimaging_exporter_config_last_reload_successful",
             "0 after an attempt to load an invalid config; the previous config stays in use.",
