@@ -14,11 +14,11 @@ import pytest
 
 from exporter.emulator import EmulatorServer
 from exporter.emulator.testing import client_for
-from tests.helpers import free_port
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, free_port
 
 BIN = Path(sys.executable).parent
-DS = "12345678901234567890123456789012"
-SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DS = DEMO_DATASTORE
+SET = DEMO_IMAGE_SET
 
 # The "Output" of the list-image-set-versions example in the AWS CLI documentation, verbatim.
 DOCUMENTED_EXAMPLE = """
