@@ -26,11 +26,20 @@ log = logging.getLogger(__name__)
 ConfigLoader = Callable[[], Config]
 
 
-def budget_for(config: Config) -> RateBudget:
-    """Return this process's share of the account-wide request budget."""
-    return RateBudget(
-        {op: rate / config.total_shards for op, rate in config.aws.rate_limits.items()}
-    )
+def budget_for(config: Config, stopping: threading.Event | None = None) -> RateBudget:
+    """Return this process's share of the account-wide request budget.
+
+    With `stopping`, a wait for the budget ends as soon as it is set (the attempt is then
+    refused), so a stop never waits out a throttled budget.
+    """
+    rates = {op: rate / config.total_shards for op, rate in config.aws.rate_limits.items()}
+    if stopping is None:
+        return RateBudget(rates)
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    return RateBudget(rates, sleep=sleep)
 
 
 class StopGate:
@@ -47,11 +56,12 @@ class StopGate:
 
     def before_attempt(self, operation: str) -> None:
         """Wait for the budget, or refuse the attempt if stopping."""
+        self._refused.value = False
+        if not self._stopping():
+            self._recorder.before_attempt(operation)  # may wait for the budget
         if self._stopping():
             self._refused.value = True
             raise ApiError(Outcome.TIMEOUT, f"{operation}: not sent: the exporter is stopping")
-        self._refused.value = False
-        self._recorder.before_attempt(operation)
 
     def after_attempt(self, operation: str, outcome: str) -> None:
         """Count an attempt that was made."""
@@ -85,7 +95,8 @@ class ExporterService:
             self.store.close()
             raise
         self._write_failures_counted = 0
-        self._budget = budget_for(config)
+        self._stopping = threading.Event()
+        self._budget = budget_for(config, self._stopping)
         self._note_config(config)
         self.poller = Poller(
             config, self._clients(config), self.state, self.metrics, self._publish, clock
@@ -97,9 +108,7 @@ class ExporterService:
         return ClientFactory(config.aws, recorder, pool_size=config.poll.concurrency + 2)
 
     def _is_stopping(self) -> bool:
-        # The poller does not exist yet while the first clients are built.
-        poller: Poller | None = getattr(self, "poller", None)
-        return poller is not None and poller.stopping
+        return self._stopping.is_set()
 
     def _note_config(self, config: Config) -> None:
         self.metrics.reload_successful.set(1)
@@ -169,17 +178,19 @@ class ExporterService:
             if old_value != new_value:
                 log.warning("config reload: %s changes take effect after a restart", what)
         self.config = new
-        self._budget = budget_for(new)
+        self._budget = budget_for(new, self._stopping)
         self._note_config(new)
         self.poller.reconfigure(new, self._clients(new))
         log.info("config reloaded: %d data stores", len(new.datastores))
         return None
 
     def stop(self) -> None:
-        """Ask a running cycle and backfill page to stop at the next image set."""
+        """Ask a running cycle and backfill page to stop at the next image set; send no more."""
+        self._stopping.set()
         self.poller.request_stop()
 
     def close(self) -> None:
         """Join the listing threads (in-flight calls end first), then close the snapshot store."""
+        self._stopping.set()
         self.poller.close()
         self.store.close()
