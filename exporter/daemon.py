@@ -11,7 +11,10 @@ Threads, and who owns them (nothing else in the exporter starts a thread):
   service's poller, which make the AWS calls of cycles and backfill pages; joined by
   `service.close()` in `stop()`.
 - the web server's accept thread and its request handlers (exporter/web.py): started by
-  `WebServer.start`, ended by `WebServer.stop` in `stop()`.
+  `WebServer.start`, ended by `WebServer.stop` in `stop()` (a handler still answering a request
+  then finishes it on its own: web.py marks them daemon threads).
+- `healthimaging-exporter demo` only: the emulator's server threads, started and stopped by the
+  `with EmulatorServer(...)` block in demo.py around `Daemon.run`; the demo's activity is a job.
 
 Signals: the handlers only let the main thread know (through `signal.set_wakeup_fd` and a
 socket pair: no locks, no I/O in the handler); the main thread reads the signal numbers and acts:
