@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -90,6 +91,7 @@ class Daemon:
         self.service = ExporterService(config, load_config=reload_config)
         self._reload_lock = threading.Lock()
         self._stop_lock = threading.Lock()
+        self._schedule_lock = threading.Lock()  # see _change_schedule
         self._stopped = False
         self._extra_jobs = tuple(extra_jobs)
         # Set by a reload: the poll job runs one more cycle before it returns (plain flags, read
@@ -125,9 +127,10 @@ class Daemon:
         """Start serving and polling; the first poll starts at once."""
         self._server.start()
         self._scheduler.add_job(
-            _guarded("poll cycle", self._poll),
+            self._paused_while_running("poll", _guarded("poll cycle", self._poll)),
             self._trigger(self.service.config),
             id="poll",
+            name="poll cycle",
             max_instances=1,  # polls never overlap
             coalesce=True,  # a slow cycle delays the next one instead of stacking
             misfire_grace_time=None,
@@ -135,18 +138,35 @@ class Daemon:
         )
         self._scheduler.add_job(
             # Backfill pages, resumed from the saved token: a few seconds' worth per run.
-            _guarded("backfill", self.service.run_backfills),
+            self._paused_while_running(
+                "backfill", _guarded("backfill", self.service.run_backfills)
+            ),
             IntervalTrigger(seconds=BACKFILL_EVERY_SECONDS, timezone=UTC),
             id="backfill",
+            name="backfill pages",
             max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        self._scheduler.add_job(
+            # Run on demand (SIGHUP) by moving its next run time to now. A permanent job, not a
+            # one-off: APScheduler 3 may fail to remove a fired one-off job when a shutdown
+            # starts at the same moment (JobLookupError in its scheduler thread).
+            _guarded("reload", self.reload),
+            IntervalTrigger(days=365 * 100, timezone=UTC),
+            id="reload",
+            name="reload",
+            next_run_time=None,  # added paused
+            max_instances=2,  # a SIGHUP during a reload reloads again (they take turns)
             coalesce=True,
             misfire_grace_time=None,
         )
         for name, job, seconds in self._extra_jobs:
             self._scheduler.add_job(
-                _guarded(name, job),
+                self._paused_while_running(name, _guarded(name, job)),
                 IntervalTrigger(seconds=seconds, timezone=UTC),
                 id=name,
+                name=name,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
@@ -154,6 +174,35 @@ class Daemon:
         self._scheduler.start()
         log.info("listening on %s/metrics", self.url)
         return self
+
+    def _paused_while_running(self, job_id: str, run: Callable[[], None]) -> Callable[[], None]:
+        """Pause a periodic job while it runs: its fire times meanwhile are skipped quietly.
+
+        (APScheduler would log a warning for each fire time that finds it still running; a
+        backfill slice or a long cycle is normal, not news.) Resuming takes the next fire time.
+        """
+
+        def paused() -> None:
+            self._change_schedule(lambda: self._scheduler.pause_job(job_id))
+            try:
+                run()
+            finally:
+                self._change_schedule(lambda: self._scheduler.resume_job(job_id))
+
+        return paused
+
+    def _change_schedule(self, change: Callable[[], object]) -> None:
+        """Change the schedule, unless the daemon is stopping.
+
+        APScheduler's shutdown holds its job store lock while it waits for running jobs, so a
+        job that changed the schedule during it would deadlock the stop: `stop` marks the daemon
+        stopped under the same lock before it shuts the scheduler down.
+        """
+        with self._schedule_lock:
+            if self._stopped or not self._scheduler.running:
+                return
+            with contextlib.suppress(JobLookupError):  # a job removed meanwhile
+                change()
 
     def _poll(self) -> None:
         self._polling = True
@@ -176,30 +225,35 @@ class Daemon:
         """
         with self._reload_lock:
             error = self.service.reload()
-            if error is None and self._scheduler.running and not self._stopped:
+            if error is None:
                 # A cycle in progress runs another one right after; otherwise one starts now.
                 self._poll_again = True
-                with contextlib.suppress(Exception):  # the scheduler may be shutting down
-                    self._scheduler.reschedule_job(
-                        "poll", trigger=self._trigger(self.service.config)
-                    )
-                    if not self._polling:
+                trigger = self._trigger(self.service.config)
+
+                def reschedule() -> None:
+                    if self._polling:
+                        # Paused while it runs; resuming takes the new trigger's next time.
+                        self._scheduler.modify_job("poll", trigger=trigger)
+                    else:
+                        self._scheduler.reschedule_job("poll", trigger=trigger)
                         self._scheduler.modify_job("poll", next_run_time=datetime.now(UTC))
+
+                self._change_schedule(reschedule)
         return error
 
     def schedule_reload(self) -> None:
         """Reload on a job thread (SIGHUP): the main thread stays free to act on signals."""
-        if self._scheduler.running and not self._stopped:
-            self._scheduler.add_job(
-                _guarded("reload", self.reload), misfire_grace_time=None, max_instances=2
-            )
+        self._change_schedule(
+            lambda: self._scheduler.modify_job("reload", next_run_time=datetime.now(UTC))
+        )
 
     def stop(self) -> None:
         """Stop in the order the module docstring gives; safe to call twice."""
         with self._stop_lock:
             if self._stopped:
                 return
-            self._stopped = True
+            with self._schedule_lock:
+                self._stopped = True
             log.info("stopping")
             self.service.stop()
             if self._scheduler.running:

@@ -7,6 +7,7 @@ deadlocked the main thread in 1-2 % of double signals (the process polled on and
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from exporter.config import parse_config
@@ -60,10 +62,12 @@ def tiny_config(emulator: EmulatorServer, directory: Path, **aws: Any) -> Path:
     return path
 
 
-def burst_once(config: Path, seed: int) -> BurstRun:
+def burst_once(config: Path, seed: int, reload_first: bool = False) -> BurstRun:
     """Start a daemon; once it listens, send 2-6 SIGTERM/SIGINT 0-3 ms apart; time the exit."""
     rng = random.Random(seed)
     signals = tuple(rng.choice((signal.SIGTERM, signal.SIGINT)) for _ in range(rng.randint(2, 6)))
+    if reload_first:
+        signals = (signal.SIGHUP, *signals)
     log = config.parent / f"daemon-{seed}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen([EXPORTER, "--config", str(config)], stderr=sink)
@@ -85,9 +89,9 @@ def burst_once(config: Path, seed: int) -> BurstRun:
             process.wait()
 
 
-def run_bursts(config_for: Any, count: int) -> list[BurstRun]:
+def run_bursts(config_for: Any, count: int, reload_first: bool = False) -> list[BurstRun]:
     with ThreadPoolExecutor(PARALLEL) as pool:
-        return list(pool.map(lambda n: burst_once(config_for(n), seed=n), range(count)))
+        return list(pool.map(lambda n: burst_once(config_for(n), n, reload_first), range(count)))
 
 
 def assert_all_exited(runs: list[BurstRun]) -> None:
@@ -117,6 +121,13 @@ def test_signal_bursts_stop_the_daemon_while_an_aws_call_hangs(tmp_path: Path) -
             BURSTS,
         )
         emulator.backend.set_faults(Faults())
+    assert_all_exited(runs)
+
+
+def test_a_reload_in_progress_does_not_block_the_stop(tmp_path: Path) -> None:
+    """SIGHUP, then the burst: the reload job must not hold up the scheduler's shutdown."""
+    with EmulatorServer(port=0, dataset="demo") as emulator:
+        runs = run_bursts(lambda n: tiny_config(emulator, tmp_path / str(n)), 20, True)
     assert_all_exited(runs)
 
 
@@ -207,3 +218,27 @@ def test_backfill_pages_run_without_a_thread_of_their_own(
     finally:
         service.close()
     assert not [t for t in threading.enumerate() if t.name.startswith(("backfill_", "poll_"))]
+
+
+def test_jobs_longer_than_their_interval_run_quietly(
+    emulator: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backfill slice spans several of its 1 s fire times; the scheduler does not warn."""
+    caplog.set_level(logging.INFO)
+    datastore = emulator.backend.create_datastore(name="slow-backfill")
+    emulator.backend.generate(datastore, 80, seed=4)
+    raw = yaml.safe_load(tiny_config(emulator, tmp_path).read_text())
+    raw["aws"]["rate_limits"] = {"ListImageSetVersions": 40, "SearchImageSets": 40}
+    raw["poll"]["interval_seconds"] = 1
+    raw["datastores"] = [{"datastore_id": datastore, "image_sets": "all"}]
+    daemon = Daemon(parse_config(raw, "test")).start()
+    try:
+        poller = daemon.service.poller
+        wait_for(lambda: poller.view().datastores[datastore].backfill_complete, 60)
+        cycles = poller.completed_cycles
+        wait_for(lambda: poller.completed_cycles > cycles)  # the schedule goes on
+    finally:
+        daemon.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    skipped = [m for m in messages if "maximum number of running instances" in m]
+    assert not skipped, skipped
