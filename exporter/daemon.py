@@ -23,7 +23,8 @@ SIGTERM/SIGINT stop, SIGHUP schedules a reload job. A second signal while stoppi
 Shutdown order (`stop`), each step bounded:
 1. ask the poller to stop: a running cycle or backfill page stops at its next image set (results
    already applied stay committed), and no new AWS attempt is sent;
-2. shut the scheduler down and join its job threads (they notice the stop within 0.25 s);
+2. shut the scheduler down and join its job threads (they notice the stop within 0.25 s, or
+   when the search call they are making ends: at most the read timeout);
 3. stop the web server;
 4. close the service: join the listing threads, which wait for calls already in flight (at most
    `aws.read_timeout_seconds` / `connect_timeout_seconds`), then close the state file.
@@ -54,8 +55,8 @@ from exporter.webconfig import BasicAuthChecker, build_ssl_context, load_web_con
 
 log = logging.getLogger(__name__)
 
-# Poll, backfill, a reload and one extra job (the demo's) at once; nothing else runs as a job.
-JOB_WORKERS = 4
+# Poll, backfill, two reloads and one extra job (the demo's) at once; nothing else is a job.
+JOB_WORKERS = 5
 BACKFILL_EVERY_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
