@@ -140,6 +140,10 @@ def test_one_failing_image_set_is_counted_and_the_cycle_completes(
             ImageSetKey(GOOD_DS, GOOD),
             ImageSetKey(BAD_DS, GOOD),
         }  # the rest of the fleet was polled
+        finished = [r.getMessage() for r in caplog.records if "poll finished" in r.getMessage()]
+        # "errors": image sets whose listing failed, not versions found failed.
+        assert len(finished) == 1
+        assert "3 image sets, 2 changed, 1 errors, 0 timed out" in finished[0]
         lines = [r for r in caplog.records if BAD in r.getMessage()]
         assert len(lines) == 1 and lines[0].exc_info is None, [r.getMessage() for r in lines]
         assert h.poller.completed_cycles == 1
