@@ -242,3 +242,24 @@ def test_jobs_longer_than_their_interval_run_quietly(
     messages = [r.getMessage() for r in caplog.records]
     skipped = [m for m in messages if "maximum number of running instances" in m]
     assert not skipped, skipped
+
+
+def test_the_demo_stops_on_a_double_ctrl_c(tmp_path: Path) -> None:
+    """`timeout 6 make demo` once ran for 10 minutes: a second signal deadlocked the stop."""
+    log = tmp_path / "demo.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [EXPORTER, "demo", "--port", "0"], stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: "Press Ctrl-C to stop." in log.read_text(), timeout=60)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.001)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=EXIT_WITHIN_SECONDS) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert text.rstrip().endswith("stopped") and "Traceback" not in text, text
