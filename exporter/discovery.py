@@ -19,7 +19,7 @@ from dataclasses import replace
 from exporter.aws import ApiError, HealthImagingApi, ImageSetSummary
 from exporter.config import Config, DatastoreSettings
 from exporter.execute import STOP_CHECK_SECONDS, Listing, ListingPool
-from exporter.ingest import Ingest, Ingested
+from exporter.ingest import Ingest, Ingested, describe
 from exporter.model import ImageSetKey, Version
 from exporter.outcomes import Outcome
 from exporter.plan import ListingHint, in_shard
@@ -154,7 +154,7 @@ class Backfill:
             self._retry_later(str(exc))
             return
         except Exception as exc:
-            self._retry_later(f"internal error: {type(exc).__name__}: {exc}")
+            self._retry_later(f"internal error: {describe(exc)}")
             log.debug("backfill of %s: internal error", self.datastore_id, exc_info=exc)
             return
         if finished is None:

@@ -51,7 +51,7 @@ class Ingest:
                 return self._error(key, listing.error)
             return self._versions(key, listing.versions, hint)
         except Exception as exc:
-            log.error("image set %s/%s: internal error: %s", *key, _describe(exc))
+            log.error("image set %s/%s: internal error: %s", *key, describe(exc))
             log.debug("image set %s/%s: internal error", *key, exc_info=exc)
             return Outcome.INTERNAL_ERROR
 
@@ -115,7 +115,7 @@ class Ingest:
         )
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """One line naming the exception, bounded (the message may quote an answer)."""
     text = " ".join(str(exc).split())
     if len(text) > 200:

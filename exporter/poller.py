@@ -23,7 +23,7 @@ from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSumm
 from exporter.config import Config, DatastoreSettings
 from exporter.discovery import Backfill, Discovery
 from exporter.execute import Execution, ListingPool
-from exporter.ingest import Ingest, Ingested
+from exporter.ingest import Ingest, Ingested, describe
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import ImageSetKey
@@ -148,7 +148,18 @@ class Poller:
         started = time.monotonic()
         try:
             with self._cycle_lock:
-                result = self._cycle(started)
+                try:
+                    result = self._cycle(started)
+                except Exception as exc:  # the last line of defence: _cycle counts its own
+                    log.error("poll cycle: internal error: %s", describe(exc))
+                    log.debug("poll cycle: internal error", exc_info=exc)
+                    for ds in self._config.datastores:
+                        self._up[ds.datastore_id] = False
+                        self._metrics.poll_errors.labels(
+                            ds.datastore_id, Outcome.INTERNAL_ERROR
+                        ).inc()
+                    failed = len(self._config.datastores)
+                    result = CycleResult(0, failed, 0, 0, time.monotonic() - started)
                 self.completed_cycles += 1
         finally:
             self.publish_view()
@@ -165,7 +176,7 @@ class Poller:
                     self._ensure_backfill(config, ds)
         except Exception as exc:
             # A bug outside any one image set: every data store is reported down this cycle.
-            log.error("poll cycle: internal error: %s: %s", type(exc).__name__, exc)
+            log.error("poll cycle: internal error: %s", describe(exc))
             log.debug("poll cycle: internal error", exc_info=exc)
             for reasons in errors.values():
                 reasons[Outcome.INTERNAL_ERROR] += 1
@@ -190,7 +201,7 @@ class Poller:
                 plans.append(plan_datastore(config, ds, self._state.get, hits, until, reconcile))
             except Exception as exc:
                 errors[ds_id][Outcome.INTERNAL_ERROR] += 1
-                log.error("data store %s: internal error: %s: %s", ds_id, type(exc).__name__, exc)
+                log.error("data store %s: internal error: %s", ds_id, describe(exc))
                 log.debug("data store %s: internal error", ds_id, exc_info=exc)
         return plans, apis
 

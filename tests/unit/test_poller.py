@@ -21,7 +21,7 @@ from exporter.model import ImageSetKey, Version
 from exporter.outcomes import Outcome
 from exporter.poller import Poller
 from exporter.state import FleetState
-from exporter.store import SnapshotStore
+from exporter.store import DatastoreRecord, SnapshotStore
 from tests.unit.test_ingest import FullDisk
 
 GOOD_DS, BAD_DS = "a" * 32, "b" * 32
@@ -202,4 +202,35 @@ def test_a_crash_outside_any_image_set_is_counted_for_its_data_store(
         assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
     finally:
         h.poller.close()
+        store.close()
+
+
+class BrokenRecords(FleetState):
+    """A state layer with a bug in its bookkeeping writes."""
+
+    def save_record(self, record: DatastoreRecord) -> bool:
+        raise RuntimeError("bug in save_record")
+
+
+def test_a_bug_after_the_listings_still_ends_the_cycle_and_publishes(
+    tmp_path: Path, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    config, apis = two_datastores((), release)
+    metrics = ExporterMetrics(CollectorRegistry())
+    views: list[FleetView] = []
+    poller = Poller(config, FakeClients(apis), BrokenRecords(store), metrics, views.append)
+    try:
+        published = len(views)
+        result = poller.run_cycle()
+        assert not result.ok and poller.completed_cycles == 1
+        assert len(views) == published + 1
+        assert views[-1].datastores[GOOD_DS].up is False
+        reason = metrics.poll_errors.labels(GOOD_DS, Outcome.INTERNAL_ERROR)._value.get()
+        assert reason == 1
+        assert "poll cycle: internal error: RuntimeError: bug in save_record" in caplog.text
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+    finally:
+        poller.close()
         store.close()
