@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from types import FrameType
-from typing import Any
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
-from exporter.daemon import Daemon
+from exporter.daemon import Daemon, ExtraJob
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.preflight import PreflightError, check_aws, check_startup
 from exporter.service import ExporterService
@@ -85,85 +80,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.once:
             return run_once(config)
-        code = run_daemon(config, lambda: _load(args), args.enable_lifecycle)
+        return run_daemon(config, lambda: _load(args), args.enable_lifecycle)
     except (StoreError, WebConfigError, OSError) as exc:
         print(f"healthimaging-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    _exit_without_stuck_calls(code)
-    return code
-
-
-def _exit_without_stuck_calls(code: int) -> None:
-    """Exit at once if abandoned AWS calls are still in flight; all state is committed."""
-    # Waiting for them (up to read timeout x attempts) would outlast a container's grace period.
-    busy = [
-        t for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()
-    ]
-    # concurrent.futures joins its workers at exit even when they are daemon threads.
-    if busy:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
 
 def run_once(config: Config) -> int:
-    """Poll once, print the text exposition, and exit 1 if any image set failed."""
+    """Poll once, print the text exposition, and exit 1 if any image set failed.
+
+    The exposition is printed whatever happened: a failed poll shows as `healthimaging_up 0`.
+    """
     service = ExporterService(config)
+    ok = False
     try:
-        result = service.poll()
+        try:
+            ok = service.poll().ok
+        except Exception as exc:  # the cycle is total; this is a last line of defence
+            log.error("poll failed: internal error: %s: %s", type(exc).__name__, exc)
+            log.debug("poll failed", exc_info=exc)
         sys.stdout.buffer.write(service.exposition().text)
         sys.stdout.flush()
     finally:
         service.close()
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def run_daemon(
     config: Config,
     reload_config: Callable[[], Config] | None = None,
     enable_lifecycle: bool = False,
-    ready: threading.Event | None = None,
+    on_started: Callable[[Daemon], None] | None = None,
+    extra_jobs: Sequence[ExtraJob] = (),
 ) -> int:
     """Serve and poll on schedule until SIGTERM/SIGINT; reload on SIGHUP."""
-    daemon = Daemon(config, reload_config, enable_lifecycle)
-    stop = threading.Event()
-    # Before start() logs "listening on": from then on a SIGHUP or SIGTERM must find its
-    # handler, not the default action that kills the process.
-    installed = _install_signals(stop, daemon.reload)
-    try:
-        daemon.start()
-        if ready is not None:
-            ready.set()
-        while not stop.wait(1.0):
-            pass
-    finally:
-        daemon.stop()
-        _restore_signals(installed)
+    daemon = Daemon(config, reload_config, enable_lifecycle, extra_jobs)
+    # The process exits after this: late signals stay ignored rather than kill it mid-exit.
+    daemon.run(on_started, restore_signals=False)
     return EXIT_OK
-
-
-def _install_signals(stop: threading.Event, reload: Callable[[], object]) -> dict[int, Any]:
-    if threading.current_thread() is not threading.main_thread():
-        return {}  # in-process tests stop through stop_event
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        # Off the signal handler: reloading takes locks the interrupted code may hold.
-        threading.Thread(target=reload, name="reload", daemon=True).start()
-
-    previous: dict[int, Any] = {}
-    for signum, handler in (
-        (signal.SIGTERM, on_stop),
-        (signal.SIGINT, on_stop),
-        (signal.SIGHUP, on_hup),
-    ):
-        previous[signum] = signal.signal(signum, handler)
-    return previous
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

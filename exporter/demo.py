@@ -8,9 +8,10 @@ import os
 import random
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from exporter.config import (
     AwsSettings,
@@ -22,6 +23,9 @@ from exporter.config import (
 )
 from exporter.emulator import EmulatorServer
 from exporter.logs import configure_logging
+
+if TYPE_CHECKING:
+    from exporter.daemon import Daemon
 
 DEMO_DATASTORE = "12345678901234567890123456789012"
 ACTIVITY = ("UPDATED", "UPDATED", "UPDATED", "COPIED", "COPY_FAILED", "UPDATE_FAILED")
@@ -79,20 +83,39 @@ def _demo_image_sets(server: EmulatorServer) -> tuple[str, ...]:
     return tuple(sorted(store.image_sets))
 
 
-def _activity(server: EmulatorServer, image_sets: Sequence[str], stop: threading.Event) -> None:
-    """Add the versions of demo_schedule to the emulator as their time comes, so counters move."""
-    elapsed = 0.0
-    for event in demo_schedule(image_sets):
-        if stop.wait(event.at - elapsed):
-            return
-        elapsed = event.at
+# How often the runtime calls the activity job: the schedule's own times are kept to this.
+ACTIVITY_TICK_SECONDS = 1.0
+
+
+class Activity:
+    """Adds demo_schedule's versions to the emulator as their time comes (a job of the runtime)."""
+
+    def __init__(
+        self,
+        server: EmulatorServer,
+        image_sets: Sequence[str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._server = server
+        self._clock = clock
+        self._started = clock()
+        self._schedule = demo_schedule(image_sets)
+        self._next = next(self._schedule)
+
+    def __call__(self) -> None:
+        elapsed = self._clock() - self._started
+        while self._next.at <= elapsed:
+            event, self._next = self._next, next(self._schedule)
+            self._add(event)
+
+    def _add(self, event: DemoEvent) -> None:
         try:
-            version = server.backend.add_version(
+            version = self._server.backend.add_version(
                 DEMO_DATASTORE, event.image_set, event.status, forced=event.forced
             )
         except Exception as exc:  # a deleted demo image set, say: keep the demo going
             print(f"demo: could not add a version to {event.image_set}: {exc}", file=sys.stderr)
-            continue
+            return
         extra = " (forced)" if event.forced else ""
         print(
             f"demo: image set {event.image_set} got version {version}: {event.status}{extra}",
@@ -126,21 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             state=StateSettings(path=os.path.join(tmp, "state.db")),
             web=WebSettings(host="127.0.0.1", port=args.port),
         )
-        stop = threading.Event()
-        ready = threading.Event()
-        threading.Thread(
-            target=_activity, args=(emulator, image_sets, stop), name="demo", daemon=True
-        ).start()
 
-        def announce() -> None:
-            if ready.wait(30):
-                print(announcement(emulator.url, args.port, image_sets), flush=True)
+        def announce(daemon: Daemon) -> None:
+            print(announcement(emulator.url, args.port, image_sets), flush=True)
 
-        threading.Thread(target=announce, daemon=True).start()
+        activity = ("demo activity", Activity(emulator, image_sets), ACTIVITY_TICK_SECONDS)
         try:
-            return run_daemon(config, ready=ready)
+            return run_daemon(config, on_started=announce, extra_jobs=[activity])
         except OSError as exc:
             print(f"healthimaging-exporter demo: {exc} (try --port)", file=sys.stderr)
             return 1
-        finally:
-            stop.set()

@@ -1,39 +1,51 @@
-"""Poll cycles: plan what to list, list it concurrently within a deadline, diff, apply, publish."""
+"""Poll cycles: search -> plan (pure) -> execute (pool, deadline) -> ingest -> settle -> publish.
+
+The poller only sequences the parts: `discovery` searches and keeps cursors, `plan` decides what
+to list, `execute` lists it, `ingest` applies each listing. It never starts a thread: the cycle
+runs on its caller's thread (the runtime's scheduler, or `--once`), listings on the listing pool
+it is given, and backfill pages on whichever thread calls `run_backfills`.
+
+A cycle is total: whatever goes wrong with one image set or one data store is counted for it
+(`healthimaging_up` 0) and the cycle goes on; the cycle always ends by publishing.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from exporter.aws import ApiError, ClientFactory, HealthImagingApi
+from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSummary
 from exporter.config import Config, DatastoreSettings
-from exporter.diff import diff_deleted, diff_versions
-from exporter.discovery import Backfill, ListingHint, needs_listing, reconcile_batch
+from exporter.discovery import Backfill, Discovery
+from exporter.execute import Execution, ListingPool
+from exporter.ingest import Ingest, Ingested, describe
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
-from exporter.model import ImageSetKey, ImageSetSnapshot, Version
-from exporter.reasons import failure_increments
-from exporter.reshard import assignment_of, moved_baseline, note_assignment
+from exporter.model import ImageSetKey
+from exporter.outcomes import Outcome
+from exporter.plan import (
+    DatastorePlan,
+    ListingHint,
+    plan_datastore,
+    shard_of,
+    uses_search,
+    wanted_keys,
+)
+from exporter.reshard import assignment_of, note_assignment
 from exporter.state import FleetState
-from exporter.store import DatastoreRecord, SnapshotStore
+from exporter.store import DatastoreRecord
+
+__all__ = ["CycleResult", "Poller", "shard_of"]
 
 log = logging.getLogger(__name__)
 
-
-def shard_of(image_set_id: str, total_shards: int) -> int:
-    """Return the shard owning an image set: a stable hash, the same in every process."""
-    digest = hashlib.sha256(image_set_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % total_shards
-
-
-Jobs = dict[ImageSetKey, tuple[HealthImagingApi, ListingHint | None]]
+# How long one call of run_backfills keeps paging before it returns to its scheduler.
+BACKFILL_SLICE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +64,14 @@ class CycleResult:
         return self.failed == 0 and self.timed_out == 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Execution:
-    summary: CycleResult
-    unfinished: Mapping[ImageSetKey, ListingHint | None]  # listed neither well nor at all
-
-
 class Poller:
-    """Runs poll cycles over the fleet state: plan what to list, list it, apply what changed."""
+    """Runs poll cycles and backfill pages over the fleet state."""
 
     def __init__(
         self,
         config: Config,
         clients: ClientFactory,
-        store: SnapshotStore,
+        state: FleetState,
         metrics: ExporterMetrics,
         publish: Callable[[FleetView], None],
         clock: Callable[[], float] = time.time,
@@ -77,13 +83,18 @@ class Poller:
         self._clock = clock
         self._stop = threading.Event()
         self._cycle_lock = threading.Lock()
-        self._state = FleetState(store, metrics)
+        self._backfill_lock = threading.Lock()  # held while a page runs
+        self._state = state
+        self._ingest = Ingest(state, clock)
+        self._discovery = Discovery(state, clock)
+        self._cycle_pool = ListingPool("poll", config.poll.concurrency)
+        self._backfill_pool = ListingPool("backfill", config.poll.concurrency)
         self._backfills: dict[str, Backfill] = {}
-        self._reconcile_position: dict[str, int] = {}
         self._up: dict[str, bool] = {}
         self.completed_cycles = 0
+        self._ingest.overlap_seconds = config.discovery.overlap_seconds
         self._forget_unconfigured()
-        self._note_shard_assignment()  # issue 12
+        self._note_shard_assignment()
 
     @property
     def has_data(self) -> bool:
@@ -93,365 +104,249 @@ class Poller:
 
     @property
     def state_ok(self) -> bool:
-        """Tell whether the last write to the snapshot store succeeded."""
+        """Tell whether the snapshot store can be written (probed at start, then each write)."""
         return self._state.writable
+
+    @property
+    def stopping(self) -> bool:
+        """Tell whether a stop was requested."""
+        return self._stop.is_set()
 
     def reconfigure(self, config: Config, clients: ClientFactory) -> None:
         """Switch to a new config between cycles; state of still-configured image sets is kept."""
         with self._cycle_lock:
+            for backfill in self._backfills.values():
+                backfill.cancelled.set()  # a page in progress stops at its next image set
+            with self._backfill_lock:
+                # Restarted with the new clients (region, role, budget) by the next cycle.
+                self._backfills = {}
             self._config = config
             self._clients = clients
-            self._up = {ds: up for ds, up in self._up.items() if ds in self._datastore_ids()}
-            for ds_id in list(self._backfills):
-                # Restarted with the new clients (region, role, budget) on the next cycle.
-                self._backfills.pop(ds_id).stop()
+            ids = {ds.datastore_id for ds in config.datastores}
+            self._up = {ds: up for ds, up in self._up.items() if ds in ids}
+            self._discovery.forget(ids)
+            self._cycle_pool.resize(config.poll.concurrency)
+            self._backfill_pool.resize(config.poll.concurrency)
+            self._ingest.overlap_seconds = config.discovery.overlap_seconds
             self._forget_unconfigured()
-            self._note_shard_assignment()  # issue 12
+            self._note_shard_assignment()
         self.publish_view()
 
     def request_stop(self) -> None:
-        """Ask a running cycle and the backfills to stop; nothing is left half-written."""
+        """Ask a running cycle and backfill page to stop; nothing is left half-written."""
         self._stop.set()
-        for backfill in list(self._backfills.values()):
-            backfill.stop()
 
-    def _datastore_ids(self) -> set[str]:
-        return {ds.datastore_id for ds in self._config.datastores}
-
-    def _in_shard(self, image_set_id: str) -> bool:
-        total = self._config.total_shards
-        return total == 1 or shard_of(image_set_id, total) == self._config.shard
-
-    def _listed_targets(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
-        if datastore.discovers_all:
-            return []
-        return [
-            ImageSetKey(datastore.datastore_id, image_set_id)
-            for image_set_id in datastore.image_sets
-            if self._in_shard(image_set_id)
-        ]
-
-    def _uses_search(self, datastore: DatastoreSettings) -> bool:
-        """Whole data stores, and lists long enough that searching for changes pays."""
-        if datastore.discovers_all:
-            return True
-        return len(datastore.image_sets) > self._config.discovery.list_threshold
+    def close(self) -> None:
+        """Stop, drop queued calls and join the listing threads (in-flight calls end first)."""
+        self.request_stop()
+        self._cycle_pool.close()
+        self._backfill_pool.close()
 
     def _forget_unconfigured(self) -> None:
-        wanted: set[ImageSetKey] = set()
-        discovering = set()
-        for ds in self._config.datastores:
-            if ds.discovers_all:
-                discovering.add(ds.datastore_id)
-            else:
-                wanted.update(self._listed_targets(ds))
-        stale = [
-            k
-            for k in self._state.image_set_keys()
-            if k not in wanted
-            and not (k.datastore_id in discovering and self._in_shard(k.image_set_id))
-        ]
-        self._state.forget(stale, self._datastore_ids())
+        known = self._state.image_set_keys()
+        wanted = wanted_keys(self._config, known)
+        ids = {ds.datastore_id for ds in self._config.datastores}
+        self._state.forget([k for k in known if k not in wanted], ids)
 
     def _note_shard_assignment(self) -> None:
-        """Record, per data store, a change of this process's shard assignment (issue 12)."""
+        """Record, per data store, a change of this process's shard assignment (reshards)."""
         assignment = assignment_of(self._config.shard, self._config.total_shards)
         now = self._clock()
-        for ds_id in sorted(self._datastore_ids()):
-            record = self._state.record(ds_id)
-            noted = note_assignment(record, assignment, now)
-            if noted != record:
-                if noted.resharded_at != record.resharded_at:
-                    log.info("data store %s: shard assignment now %s", ds_id, assignment)
-                self._state.save_record(noted)
+        for ds_id in sorted({ds.datastore_id for ds in self._config.datastores}):
+            try:
+                record = self._state.record(ds_id)
+                noted = note_assignment(record, assignment, now)
+                if noted != record:
+                    if noted.resharded_at != record.resharded_at:
+                        log.info("data store %s: shard assignment now %s", ds_id, assignment)
+                    self._state.save_record(noted)
+            except Exception as exc:  # bookkeeping for reshards must not stop the exporter
+                log.error("data store %s: internal error: %s", ds_id, describe(exc))
+                log.debug("data store %s: internal error", ds_id, exc_info=exc)
 
     def run_cycle(self) -> CycleResult:
-        """Poll every configured image set once; return a summary."""
-        with self._cycle_lock:
-            started = time.monotonic()
-            jobs, cursors, errors = self._plan()
-            result = self._execute(jobs, errors, started)
-            self._advance_cursors(cursors, result.unfinished)
-            for ds in self._config.datastores:
-                if ds.discovers_all:
-                    self._ensure_backfill(ds)
-            self._settle(errors)
-            self._metrics.poll_duration.observe(result.summary.duration_seconds)
-            self.completed_cycles += 1
-        self.publish_view()
-        return result.summary
-
-    def _plan(self) -> tuple[Jobs, dict[str, float], dict[str, Counter[str]]]:
-        """Decide what this cycle lists: lists of ids, search hits, and reconciliation."""
-        errors = {ds.datastore_id: Counter[str]() for ds in self._config.datastores}
-        jobs: Jobs = {}
-        cursors: dict[str, float] = {}
-        for ds in self._config.datastores:
-            api = self._clients.for_datastore(ds)
-            if not self._uses_search(ds):
-                jobs.update((key, (api, None)) for key in self._listed_targets(ds))
-                continue
-            try:
-                found, cursors[ds.datastore_id] = self._search_changes(ds, api)
-            except ApiError as exc:
-                errors[ds.datastore_id][exc.outcome] += 1
-                log.error("data store %s: change detection failed: %s", ds.datastore_id, exc)
-                found = {}
-            jobs.update((key, (api, hint)) for key, hint in found.items())
-            jobs.update((key, (api, None)) for key in self._reconcile(ds) if key not in jobs)
-        return jobs, cursors, errors
-
-    def _execute(self, jobs: Jobs, errors: dict[str, Counter[str]], started: float) -> _Execution:
-        """List every job's versions on a bounded pool within the deadline; apply as they come."""
-        deadline = started + self._config.poll.deadline_seconds
-        denied: set[str] = set()
-
-        def fetch(key: ImageSetKey, api: HealthImagingApi) -> tuple[Version, ...]:
-            if key.datastore_id in denied:
-                raise ApiError("skipped", "access to the data store was denied")
-            if self._stop.is_set() or time.monotonic() > deadline:
-                raise ApiError("timeout", "skipped: the cycle's deadline passed")
-            try:
-                return api.list_image_set_versions(*key)
-            except ApiError as exc:
-                if exc.outcome == "access_denied":
-                    # Here, not in the cycle thread: the next worker must see it at once.
-                    denied.add(key.datastore_id)
-                raise
-
-        changed = failed = timed_out = 0
-        unfinished: set[ImageSetKey] = set(jobs)
-        pool = ThreadPoolExecutor(self._config.poll.concurrency, thread_name_prefix="poll")
+        """Poll every configured image set once; return a summary. Never raises."""
+        started = time.monotonic()
         try:
-            pending: dict[Future[tuple[Version, ...]], ImageSetKey] = {
-                pool.submit(fetch, key, api): key for key, (api, _) in jobs.items()
-            }
-            while pending and not self._stop.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # Short waits, so a stop request is noticed promptly.
-                done, _ = wait(pending, timeout=min(remaining, 0.25), return_when=FIRST_COMPLETED)
-                for future in done:
-                    key = pending.pop(future)
-                    try:
-                        outcome = self._handle(key, future.result(), jobs[key][1])
-                    except ApiError as exc:
-                        outcome = self._handle_error(key, exc)
-                    if outcome in ("changed", "unchanged", "deleted"):
-                        unfinished.discard(key)
-                    if outcome == "changed":
-                        changed += 1
-                    elif outcome == "skipped":
-                        failed += 1  # the data store's denial is already counted once
-                    elif outcome not in ("unchanged", "deleted"):
-                        errors[key.datastore_id][outcome] += 1
-                        failed += 1
-            if pending and self._stop.is_set():
-                # A shutdown, not a fault: nothing is counted, the next start polls them.
-                log.info(
-                    "poll cycle interrupted by shutdown: %d image sets not polled", len(pending)
-                )
-                pending.clear()
-            for key in pending.values():
-                errors[key.datastore_id]["timeout"] += 1
-                timed_out += 1
-            if pending:
-                log.warning(
-                    "poll cycle stopped with %d image sets not polled (deadline %.0fs)",
-                    len(pending),
-                    self._config.poll.deadline_seconds,
-                )
+            with self._cycle_lock:
+                try:
+                    result = self._cycle(started)
+                except Exception as exc:  # the last line of defence: _cycle counts its own
+                    log.error("poll cycle: internal error: %s", describe(exc))
+                    log.debug("poll cycle: internal error", exc_info=exc)
+                    for ds in self._config.datastores:
+                        self._up[ds.datastore_id] = False
+                        self._metrics.poll_errors.labels(
+                            ds.datastore_id, Outcome.INTERNAL_ERROR
+                        ).inc()
+                    failed = len(self._config.datastores)
+                    result = CycleResult(0, failed, 0, 0, time.monotonic() - started)
+                self.completed_cycles += 1
         finally:
-            # Stuck calls end at their read timeout; their results are never applied.
-            pool.shutdown(wait=False, cancel_futures=True)
+            self.publish_view()
+        return result
+
+    def _cycle(self, started: float) -> CycleResult:
+        config = self._config
+        errors = {ds.datastore_id: Counter[Outcome]() for ds in config.datastores}
+        try:
+            plans, apis = self._plan(config, errors, started + config.poll.deadline_seconds)
+            result = self._execute(config, plans, apis, errors, started)
+            for ds in config.datastores:
+                if ds.discovers_all:
+                    self._ensure_backfill(config, ds)
+        except Exception as exc:
+            # A bug outside any one image set: every data store is reported down this cycle.
+            log.error("poll cycle: internal error: %s", describe(exc))
+            log.debug("poll cycle: internal error", exc_info=exc)
+            for reasons in errors.values():
+                reasons[Outcome.INTERNAL_ERROR] += 1
+            duration = time.monotonic() - started
+            result = CycleResult(0, len(errors), 0, 0, duration)
+        self._settle(errors)
+        self._metrics.poll_duration.observe(result.duration_seconds)
+        return result
+
+    def _plan(
+        self, config: Config, errors: dict[str, Counter[Outcome]], deadline: float
+    ) -> tuple[list[DatastorePlan], dict[str, HealthImagingApi]]:
+        """Search what needs searching, then plan each data store."""
+        plans: list[DatastorePlan] = []
+        apis: dict[str, HealthImagingApi] = {}
+        for ds in config.datastores:
+            ds_id = ds.datastore_id
+            try:
+                apis[ds_id] = api = self._clients.for_datastore(ds)
+                hits, until = self._search(config, ds, api, errors[ds_id], deadline)
+                reconcile = self._discovery.reconcile(config, ds)
+                plans.append(plan_datastore(config, ds, self._state.get, hits, until, reconcile))
+            except Exception as exc:
+                errors[ds_id][Outcome.INTERNAL_ERROR] += 1
+                log.error("data store %s: internal error: %s", ds_id, describe(exc))
+                log.debug("data store %s: internal error", ds_id, exc_info=exc)
+        return plans, apis
+
+    def _search(
+        self,
+        config: Config,
+        ds: DatastoreSettings,
+        api: HealthImagingApi,
+        errors: Counter[Outcome],
+        deadline: float,
+    ) -> tuple[list[ImageSetSummary] | None, float | None]:
+        if not uses_search(config, ds):
+            return None, None
+        try:
+            return self._discovery.search(config, ds, api, deadline)
+        except ApiError as exc:
+            errors[Outcome(exc.outcome)] += 1
+            log.error("data store %s: change detection failed: %s", ds.datastore_id, exc)
+            return None, None
+
+    def _execute(
+        self,
+        config: Config,
+        plans: list[DatastorePlan],
+        apis: dict[str, HealthImagingApi],
+        errors: dict[str, Counter[Outcome]],
+        started: float,
+    ) -> CycleResult:
+        """List every planned image set within the deadline; ingest each result as it comes."""
+        hints: dict[ImageSetKey, ListingHint | None] = {}
+        for plan in plans:
+            hints.update(plan.targets)
+        jobs = {key: apis[key.datastore_id] for key in hints}
+        execution = Execution(
+            jobs, self._cycle_pool, started + config.poll.deadline_seconds, self._stop
+        )
+        changed = failed = timed_out = 0
+        unfinished = dict(hints)
+        for listing in execution:
+            outcome = self._ingest.listing(listing, hints[listing.key])
+            if outcome in (Ingested.CHANGED, Ingested.UNCHANGED, Ingested.DELETED):
+                del unfinished[listing.key]
+                changed += outcome == Ingested.CHANGED
+                continue
+            failed += 1
+            if outcome != Outcome.SKIPPED:  # the data store's denial is already counted once
+                errors[listing.key.datastore_id][Outcome(outcome)] += 1
+        left = execution.not_reached
+        if left and execution.interrupted:
+            # A shutdown, not a fault: nothing is counted, the next start polls them.
+            log.info("poll cycle interrupted by shutdown: %d image sets not polled", len(left))
+        elif left:
+            for key in left:
+                errors[key.datastore_id][Outcome.TIMEOUT] += 1
+            timed_out = len(left)
+            log.warning(
+                "poll cycle stopped with %d image sets not polled (deadline %.0fs)",
+                len(left),
+                config.poll.deadline_seconds,
+            )
+        self._discovery.advance_cursors(
+            {p.datastore_id: p.searched_until for p in plans if p.searched_until is not None},
+            unfinished.items(),
+        )
         duration = time.monotonic() - started
-        # A quiet cycle is not news at the default level; changes and failures are.
+        # A quiet cycle is not news at the default level; changes and failures are. "errors"
+        # are image sets whose listing failed, not versions found failed (those are warned of).
         log.log(
             logging.INFO if changed or failed or timed_out else logging.DEBUG,
-            "poll finished: %d image sets, %d changed, %d failed, %d timed out in %.2fs",
+            "poll finished: %d image sets, %d changed, %d errors, %d timed out in %.2fs",
             len(jobs),
             changed,
             failed,
             timed_out,
             duration,
         )
-        return _Execution(
-            CycleResult(len(jobs), failed, timed_out, changed, duration),
-            {k: jobs[k][1] for k in unfinished},
-        )
+        return CycleResult(len(jobs), failed, timed_out, changed, duration)
 
-    def _settle(self, errors: dict[str, Counter[str]]) -> None:
+    def _settle(self, errors: dict[str, Counter[Outcome]]) -> None:
         """Count the cycle's errors and record each data store's health."""
         now = self._clock()
         for ds_id, reasons in errors.items():
+            if not reasons and not self._state.save_record(
+                replace(self._state.record(ds_id), last_success=now)
+            ):
+                reasons[Outcome.STATE_ERROR] += 1
             for reason, count in reasons.items():
                 self._metrics.poll_errors.labels(ds_id, reason).inc(count)
             self._up[ds_id] = not reasons
-            if not reasons:
-                self._state.save_record(replace(self._state.record(ds_id), last_success=now))
 
-    def _handle(
-        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint | None
-    ) -> str:
-        with self._state.lock:
-            previous = self._state.get(key)
-            if previous is None and self._created_while_watched(key, hint):
-                # A new image set, not an old one met late: its whole history is news.
-                previous = ImageSetSnapshot(key, ())
-            if previous is None:  # issue 12: an image set moved here by a reshard
-                watched_until = self._state.record(key.datastore_id).watched_until
-                overlap = self._config.discovery.overlap_seconds
-                previous = moved_baseline(key, versions, watched_until, overlap)
-            change = diff_versions(key, previous, versions)
-            if change.failed:  # issue 12: failures by bounded reason
-                known = self._state.failure_reasons(key.datastore_id)
-                extra = failure_increments(key, change.failed, known)
-                change = replace(change, increments={**change.increments, **extra})
-            if hint is not None and hint.updated_at is not None:
-                change = replace(
-                    change, snapshot=replace(change.snapshot, seen_updated_at=hint.updated_at)
-                )
-            if previous is not None and change.snapshot == previous:
-                return "unchanged"
-            if not self._state.apply(change):
-                return "state_error"
-        if change.baseline:
-            log.debug("image set %s/%s: baseline of %d versions", *key, len(versions))
-        for version in change.failed:
-            log.warning(
-                "image set %s/%s: version %d is %s (reason %s)",  # issue 12: not the message
-                *key,
-                version.version_id,
-                version.workflow_status,
-                version.reason or "other",
-            )
-        if change.vanished:
-            log.warning("image set %s/%s: %d versions left the list", *key, change.vanished)
-        return "changed"
-
-    def _handle_error(self, key: ImageSetKey, exc: ApiError) -> str:
-        if exc.outcome == "not_found":
-            with self._state.lock:
-                previous = self._state.get(key)
-                change = diff_deleted(previous, self._clock())
-                if change is not None:
-                    if not self._state.apply(change, drop_counters=True):
-                        return "state_error"
-                    log.warning("image set %s/%s: deleted", *key)
-                    return "deleted"
-                if previous is not None:  # already recorded as deleted
-                    return "deleted"
-        if exc.outcome == "access_denied":
-            log.error("data store %s: %s", key.datastore_id, exc)
-        elif exc.outcome not in ("skipped", "timeout"):
-            log.error("image set %s/%s: %s", *key, exc)
-        return exc.outcome
-
-    def _created_while_watched(self, key: ImageSetKey, hint: ListingHint | None) -> bool:
-        started = self._state.record(key.datastore_id).discovery_started
-        return (
-            hint is not None
-            and hint.created_at is not None
-            and started is not None
-            and hint.created_at >= started
-        )
-
-    def _search_changes(
-        self, datastore: DatastoreSettings, api: HealthImagingApi
-    ) -> tuple[dict[ImageSetKey, ListingHint], float]:
-        """Return image sets updated since the cursor that the snapshot lags, and the new cursor."""
+    def _ensure_backfill(self, config: Config, datastore: DatastoreSettings) -> None:
         ds_id = datastore.datastore_id
         record = self._state.record(ds_id)
-        now = self._clock()
-        found: dict[ImageSetKey, ListingHint] = {}
-        if record.discovery_started is None:
-            # First sight of the data store: from now on changes are searched for; what
-            # came before is listed by the backfill (or, for a list, by this first cycle).
-            self._state.save_record(replace(record, discovery_started=now, cursor=now))
-        else:
-            since = record.cursor if record.cursor is not None else now
-            since -= self._config.discovery.overlap_seconds
-            allowed = None if datastore.discovers_all else set(datastore.image_sets)
-            for summary in api.search_updated(ds_id, since, now):
-                if allowed is not None and summary.image_set_id not in allowed:
-                    continue
-                if not self._in_shard(summary.image_set_id):
-                    continue
-                key = ImageSetKey(ds_id, summary.image_set_id)
-                if needs_listing(self._state.get(key), summary):
-                    found[key] = ListingHint(summary.updated_at, summary.created_at)
-        if not datastore.discovers_all:
-            missing = [k for k in self._listed_targets(datastore) if self._state.get(k) is None]
-            found.update((key, ListingHint()) for key in missing if key not in found)
-        return found, now
-
-    def _advance_cursors(
-        self, cursors: dict[str, float], unfinished: Mapping[ImageSetKey, ListingHint | None]
-    ) -> None:
-        """Move each cursor to its search's end, or back to the oldest change not yet listed."""
-        for ds_id, until in cursors.items():
-            behind = [
-                hint.updated_at
-                for key, hint in unfinished.items()
-                if key.datastore_id == ds_id and hint is not None and hint.updated_at is not None
-            ]
-            cursor = min([until, *behind])
-            record = self._state.record(ds_id)
-            if record.cursor != cursor:
-                self._state.save_record(replace(record, cursor=cursor))
-
-    def _reconcile(self, datastore: DatastoreSettings) -> list[ImageSetKey]:
-        """Pick this cycle's share of the periodic full re-listing."""
-        ds_id = datastore.datastore_id
-        if datastore.discovers_all and not self._state.record(ds_id).backfill_complete:
-            return []
-        batch, self._reconcile_position[ds_id] = reconcile_batch(
-            self._state.image_set_keys(ds_id),
-            self._reconcile_position.get(ds_id, 0),
-            self._config.poll.interval_seconds,
-            self._config.discovery.reconcile_seconds,
-        )
-        return batch
-
-    def _ensure_backfill(self, datastore: DatastoreSettings) -> None:
-        ds_id = datastore.datastore_id
-        record = self._state.record(ds_id)
-        running = self._backfills.get(ds_id)
         if record.backfill_complete or record.discovery_started is None or self._stop.is_set():
             return
-        if running is not None and running.running:
+        running = self._backfills.get(ds_id)
+        if running is not None and not running.complete:
             return
         self._backfills[ds_id] = Backfill(
             ds_id,
             self._clients.for_datastore(datastore),
-            self,
+            config,
             until=record.discovery_started,
             token=record.backfill_token,
             listed=record.backfill_listed,
-            concurrency=self._config.poll.concurrency,
-            in_shard=self._in_shard,
-        ).start()
+        )
 
-    def is_known(self, key: ImageSetKey) -> bool:
-        """Tell whether an image set has a snapshot (the backfill skips those)."""
-        return self._state.get(key) is not None
+    @property
+    def backfilling(self) -> bool:
+        """Tell whether some backfill still has pages to list."""
+        return any(not b.complete for b in list(self._backfills.values()))
 
-    def apply_listing(
-        self, key: ImageSetKey, versions: tuple[Version, ...], hint: ListingHint
-    ) -> None:
-        """Diff and persist a listing made outside a cycle (the backfill)."""
-        self._handle(key, versions, hint)
-
-    def save_backfill(self, datastore_id: str, token: str | None, listed: int, done: bool) -> None:
-        """Persist the backfill's progress."""
-        with self._state.lock:
-            record = self._state.record(datastore_id)
-            self._state.save_record(
-                replace(
-                    record, backfill_token=token, backfill_listed=listed, backfill_complete=done
-                )
-            )
+    def run_backfills(self, slice_seconds: float = BACKFILL_SLICE_SECONDS) -> None:
+        """Run due backfill pages for about `slice_seconds`; never raises."""
+        end = time.monotonic() + slice_seconds
+        with self._backfill_lock:
+            while not self._stop.is_set():
+                due = [b for b in self._backfills.values() if b.due()]
+                if not due:
+                    break
+                for backfill in due:
+                    backfill.run_page(self._backfill_pool, self._ingest, self._state, self._stop)
+                if time.monotonic() >= end:
+                    break
 
     def view(self) -> FleetView:
         """Build an immutable view of the current state for rendering."""

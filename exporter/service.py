@@ -9,14 +9,16 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from exporter.aws import ClientFactory
+from exporter.aws import ApiError, AttemptRecorder, ClientFactory
 from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
-from exporter.metrics.own import AttemptRecorder, ExporterMetrics
+from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import FleetView
+from exporter.outcomes import Outcome
 from exporter.poller import CycleResult, Poller
+from exporter.state import FleetState
 from exporter.store import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,47 @@ log = logging.getLogger(__name__)
 ConfigLoader = Callable[[], Config]
 
 
-def budget_for(config: Config) -> RateBudget:
-    """Return this process's share of the account-wide request budget."""
-    return RateBudget(
-        {op: rate / config.total_shards for op, rate in config.aws.rate_limits.items()}
-    )
+def budget_for(config: Config, stopping: threading.Event | None = None) -> RateBudget:
+    """Return this process's share of the account-wide request budget.
+
+    With `stopping`, a wait for the budget ends as soon as it is set (the attempt is then
+    refused), so a stop never waits out a throttled budget.
+    """
+    rates = {op: rate / config.total_shards for op, rate in config.aws.rate_limits.items()}
+    if stopping is None:
+        return RateBudget(rates)
+
+    def sleep(seconds: float) -> None:
+        stopping.wait(seconds)
+
+    return RateBudget(rates, sleep=sleep)
+
+
+class StopGate:
+    """Refuses new AWS attempts once the exporter is stopping; counts only attempts made.
+
+    A stop then waits at most for the attempts already in flight (botocore's read timeout), not
+    for their retries.
+    """
+
+    def __init__(self, recorder: AttemptRecorder, stopping: Callable[[], bool]) -> None:
+        self._recorder = recorder
+        self._stopping = stopping
+        self._refused = threading.local()
+
+    def before_attempt(self, operation: str) -> None:
+        """Wait for the budget, or refuse the attempt if stopping."""
+        self._refused.value = False
+        if not self._stopping():
+            self._recorder.before_attempt(operation)  # may wait for the budget
+        if self._stopping():
+            self._refused.value = True
+            raise ApiError(Outcome.TIMEOUT, f"{operation}: not sent: the exporter is stopping")
+
+    def after_attempt(self, operation: str, outcome: Outcome) -> None:
+        """Count an attempt that was made."""
+        if not getattr(self._refused, "value", False):
+            self._recorder.after_attempt(operation, outcome)
 
 
 class ExporterService:
@@ -40,6 +78,7 @@ class ExporterService:
         load_config: ConfigLoader | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        store: SnapshotStore | None = None,
     ) -> None:
         self.config = config
         self._load_config = load_config
@@ -49,17 +88,27 @@ class ExporterService:
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
         self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
-        self.store = SnapshotStore(config.state.path)
-        self._budget = budget_for(config)
+        self.store = store if store is not None else SnapshotStore(config.state.path)
+        try:
+            self.state = FleetState(self.store)
+        except BaseException:
+            self.store.close()
+            raise
+        self._write_failures_counted = 0
+        self._stopping = threading.Event()
+        self._budget = budget_for(config, self._stopping)
         self._note_config(config)
         self.poller = Poller(
-            config, self._clients(config), self.store, self.metrics, self._publish, clock
+            config, self._clients(config), self.state, self.metrics, self._publish, clock
         )
         self.poller.publish_view()
 
     def _clients(self, config: Config) -> ClientFactory:
-        recorder = AttemptRecorder(self._budget, self.metrics)
+        recorder = StopGate(AttemptRecorder(self._budget, self.metrics), self._is_stopping)
         return ClientFactory(config.aws, recorder, pool_size=config.poll.concurrency + 2)
+
+    def _is_stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def _note_config(self, config: Config) -> None:
         self.metrics.reload_successful.set(1)
@@ -71,6 +120,12 @@ class ExporterService:
     def _publish(self, view: FleetView) -> None:
         with self._render_lock:
             self.metrics.set_budget(self._budget.rates())
+            # The state layer reports its write health; the gauges are set here.
+            self.metrics.state_writable.set(1 if self.state.writable else 0)
+            failures = self.state.write_failures
+            if failures > self._write_failures_counted:
+                self.metrics.state_write_errors.inc(failures - self._write_failures_counted)
+                self._write_failures_counted = failures
             exposition = render(self.registry, view, self._collectors)
             previous = self.cache.current()
             # Build what scrapers asked of the last rendering now, here: a scrape only reads.
@@ -80,6 +135,13 @@ class ExporterService:
     def poll(self) -> CycleResult:
         """Run one poll cycle and publish its rendering."""
         return self.poller.run_cycle()
+
+    def run_backfills(self, slice_seconds: float | None = None) -> None:
+        """List due backfill pages for a while (the runtime's backfill job calls this)."""
+        if slice_seconds is None:
+            self.poller.run_backfills()
+        else:
+            self.poller.run_backfills(slice_seconds)
 
     def exposition(self) -> Exposition:
         """Return the current rendering."""
@@ -116,16 +178,19 @@ class ExporterService:
             if old_value != new_value:
                 log.warning("config reload: %s changes take effect after a restart", what)
         self.config = new
-        self._budget = budget_for(new)
+        self._budget = budget_for(new, self._stopping)
         self._note_config(new)
         self.poller.reconfigure(new, self._clients(new))
         log.info("config reloaded: %d data stores", len(new.datastores))
         return None
 
     def stop(self) -> None:
-        """Ask a running cycle to stop at the next image set."""
+        """Ask a running cycle and backfill page to stop at the next image set; send no more."""
+        self._stopping.set()
         self.poller.request_stop()
 
     def close(self) -> None:
-        """Close the snapshot store."""
+        """Join the listing threads (in-flight calls end first), then close the snapshot store."""
+        self._stopping.set()
+        self.poller.close()
         self.store.close()

@@ -1,4 +1,8 @@
-"""The fleet's state in memory: a mirror of the snapshot store, changed only by atomic applies."""
+"""The fleet's state in memory: a mirror of the snapshot store, changed only by atomic applies.
+
+Write health is reported by return values and by `writable` / `write_failures`; the service turns
+them into gauges (this layer knows nothing of Prometheus).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from collections.abc import Collection, Mapping
 from types import MappingProxyType
 
 from exporter.diff import ImageSetChange
-from exporter.metrics.own import ExporterMetrics
 from exporter.model import (
     TIMESTAMP_FAMILIES,
     CounterKey,
@@ -26,9 +29,8 @@ log = logging.getLogger(__name__)
 class FleetState:
     """Snapshots, counters and data store records; memory changes only after the store commits."""
 
-    def __init__(self, store: SnapshotStore, metrics: ExporterMetrics) -> None:
+    def __init__(self, store: SnapshotStore) -> None:
         self._store = store
-        self._metrics = metrics
         # Held for whole read-diff-apply sequences: the cycle and the backfills both apply.
         self.lock = threading.RLock()
         stored = store.load()
@@ -36,12 +38,27 @@ class FleetState:
         self._counters: dict[CounterKey, float] = stored.counters
         self._records: dict[str, DatastoreRecord] = stored.datastores
         self.loaded_image_sets = bool(stored.image_sets)
-        self._writable = True
+        self.write_failures = 0  # only grows: the service turns it into a counter
+        problem = store.probe_writable()
+        self._writable = problem is None
+        if problem is not None:
+            log.error("%s; serving the last metrics until writes succeed again", problem)
 
     @property
     def writable(self) -> bool:
-        """Tell whether the last write to the snapshot store succeeded."""
+        """Tell whether the last write to the snapshot store succeeded (probed at start)."""
         return self._writable
+
+    def _write_failed(self, exc: StoreError) -> None:
+        self.write_failures += 1
+        if self._writable:
+            log.error("%s; serving the last metrics until writes succeed again", exc)
+        self._writable = False
+
+    def _write_succeeded(self) -> None:
+        if not self._writable:
+            log.info("state writes succeed again")
+            self._writable = True
 
     def get(self, key: ImageSetKey) -> ImageSetSnapshot | None:
         """Return an image set's snapshot, if it has one."""
@@ -62,15 +79,20 @@ class FleetState:
         with self.lock:
             return self._records.get(datastore_id, DatastoreRecord(datastore_id))
 
-    def save_record(self, record: DatastoreRecord) -> None:
-        """Persist a data store's bookkeeping; memory follows even if the disk does not."""
+    def save_record(self, record: DatastoreRecord) -> bool:
+        """Persist a data store's bookkeeping; memory follows even if the disk does not.
+
+        Return whether the write succeeded.
+        """
         with self.lock:
+            self._records[record.datastore_id] = record
             try:
                 self._store.save_datastore(record)
             except StoreError as exc:
-                self._metrics.state_write_errors.inc()
-                log.error("%s", exc)
-            self._records[record.datastore_id] = record
+                self._write_failed(exc)
+                return False
+            self._write_succeeded()
+            return True
 
     def apply(self, change: ImageSetChange, drop_counters: bool = False) -> bool:
         """Commit a change to the store, then to memory; False (memory unchanged) if it failed."""
@@ -82,16 +104,9 @@ class FleetState:
             except StoreError as exc:
                 # Memory stays at the last durable snapshot, so the next poll diffs and counts
                 # this change again once the disk recovers: nothing lost, nothing doubled.
-                self._metrics.state_write_errors.inc()
-                if self._writable:
-                    log.error("%s; serving the last metrics until writes succeed again", exc)
-                self._writable = False
-                self._metrics.state_writable.set(0)
+                self._write_failed(exc)
                 return False
-            if not self._writable:
-                log.info("state writes succeed again")
-                self._writable = True
-                self._metrics.state_writable.set(1)
+            self._write_succeeded()
             self._image_sets[key] = change.snapshot
             if drop_counters:
                 self._counters = {
@@ -106,18 +121,22 @@ class FleetState:
                     self._counters[counter] = self._counters.get(counter, 0.0) + amount
             return True
 
-    def forget(self, keys: Collection[ImageSetKey], datastores: Collection[str]) -> None:
-        """Drop image sets, and data stores' own counters, that are no longer configured."""
+    def forget(self, keys: Collection[ImageSetKey], datastores: Collection[str]) -> bool:
+        """Drop image sets, and data stores' own counters, that are no longer configured.
+
+        Return whether the store was written (or nothing needed forgetting).
+        """
         with self.lock:
             gone_datastores = {k.datastore_id for k in self._counters} - set(datastores)
             pairs = [*keys, *(ImageSetKey(ds, "") for ds in gone_datastores)]
             if not pairs:
-                return
+                return True
             try:
                 self._store.forget(pairs)
             except StoreError as exc:
-                log.error("%s", exc)
-                return
+                self._write_failed(exc)
+                return False
+            self._write_succeeded()
             for key in keys:
                 self._image_sets.pop(key, None)
             dropped = set(pairs)
@@ -128,9 +147,10 @@ class FleetState:
             }
             if keys:
                 log.info("forgot %d image sets no longer configured", len(keys))
+            return True
 
     def failure_reasons(self, datastore_id: str) -> frozenset[str]:
-        """Return the reasons a data store's failures were counted under (issue 12)."""
+        """Return the reasons a data store's failures were counted under (bounded per store)."""
         with self.lock:
             return known_reasons(self._counters, datastore_id)
 

@@ -237,7 +237,21 @@ class SnapshotStore:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version + 1}")
-            log.info("migrated state schema to version %d", version + 1)
+        if 0 < current < SCHEMA_VERSION:
+            log.info("migrated state schema from version %d to %d", current, SCHEMA_VERSION)
+        if current == 0:
+            log.info("created state file %s (schema version %d)", self.path, SCHEMA_VERSION)
+
+    def probe_writable(self) -> str | None:
+        """Try a write that changes nothing; return why it failed, or None if it succeeded."""
+        # SQLite opens a read-only file without complaint and fails only at the first write,
+        # which may come hours later: find out at start instead.
+        try:
+            with self._transaction():
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            return f"state.path {self.path}: cannot write: {exc}"
+        return None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self._lock)

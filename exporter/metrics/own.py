@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from exporter import __version__
 
 # Re-exported until exporter/service.py imports it from exporter.aws, where it now lives.
-from exporter.aws import AttemptRecorder as AttemptRecorder
 from exporter.outcomes import API_OUTCOMES
 
 POLL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -76,7 +75,6 @@ class ExporterMetrics:
             "0 while the snapshot store cannot be written.",
             registry=registry,
         )
-        self.state_writable.set(1)
         self.reload_successful = Gauge(
             "healthimaging_exporter_config_last_reload_successful",
             "0 after an attempt to load an invalid config; the previous config stays in use.",

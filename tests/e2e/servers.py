@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any, Self, TypeVar
 
 import pytest
 import yaml
+
+from tests.helpers import free_port
 
 PROMETHEUS_NAMES = ("prometheus",)
 PROMTOOL_NAMES = ("promtool",)
@@ -54,14 +55,6 @@ def find_binary(*names: str) -> str:
     if in_ci():
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_get_json(url: str, timeout: float = 5.0) -> Any:

@@ -22,14 +22,15 @@ from tests.e2e.servers import (
     shipped_alertmanager_config,
     wait_until,
 )
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
-DATASTORE = "12345678901234567890123456789012"
-IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DATASTORE = DEMO_DATASTORE
+IMAGE_SET = DEMO_IMAGE_SET
 JOB = "healthimaging-exporter"
 
 # The shipped rules wait minutes before some alerts fire (`for:` of 5 to 30 minutes, and

@@ -28,12 +28,13 @@ from tests.e2e.servers import (
     wait_until,
 )
 from tests.e2e.test_alerting_e2e import ALERTMANAGER, RULES, accelerated_rules
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 from tests.pki import issue, make_ca
 
 pytestmark = pytest.mark.e2e
 
-DATASTORE = "12345678901234567890123456789012"
-IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DATASTORE = DEMO_DATASTORE
+IMAGE_SET = DEMO_IMAGE_SET
 JOB = "healthimaging-exporter-tls"
 USER = "prometheus"
 

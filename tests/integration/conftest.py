@@ -12,9 +12,9 @@ from exporter.config import Config, parse_config
 from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
 from exporter.service import ExporterService
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
-DEMO_DATASTORE = "12345678901234567890123456789012"
-DEMO_IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+__all__ = ["DEMO_DATASTORE", "DEMO_IMAGE_SET", "ConfigFactory"]
 
 ConfigFactory = Callable[..., Config]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.emulator import EmulatorServer
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
+from exporter.emulator import EmulatorServer, Faults
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
 BIN = Path(sys.executable).parent
 EXPORTER = str(BIN / "healthimaging-exporter")
@@ -269,3 +269,25 @@ def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
     # Debug level for us, never for botocore: no signed headers, no bodies, no keys.
     assert "Authorization" not in text and "AWS4-HMAC-SHA256" not in text
     assert "AKIDCANARY" not in text and "secret-canary" not in text
+
+
+def test_once_always_exits_and_prints_the_exposition_when_calls_hang(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "config.yaml",
+        emulator,
+        aws={"endpoint_url": emulator.url, "max_attempts": 1, "read_timeout_seconds": 2},
+        poll={"interval_seconds": 60, "timeout_seconds": 1},
+    )
+    emulator.backend.set_faults(Faults(latency_seconds=5.0))
+    try:
+        run = subprocess.run(
+            [EXPORTER, "--config", str(config), "--once"], capture_output=True, timeout=60
+        )
+    finally:
+        emulator.backend.set_faults(Faults())
+    assert run.returncode == 1
+    assert f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} 0.0'.encode() in run.stdout
+    assert b'reason="timeout"' in run.stdout
+    assert b"Traceback" not in run.stderr

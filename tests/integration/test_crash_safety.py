@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.emulator import EmulatorServer
 from exporter.model import FAILURE_STATUSES
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
 EXPORTER = str(Path(sys.executable).parent / "healthimaging-exporter")
 # At least 30 in CI; raise it locally to hunt for rarer interleavings.

@@ -5,9 +5,6 @@ from __future__ import annotations
 import gzip
 import re
 import socket
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,31 +15,10 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET, ConfigFactory
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, wait_for
+from tests.integration.conftest import ConfigFactory
 
 DaemonFactory = Callable[..., Daemon]
-
-
-def fetch(
-    url: str, headers: dict[str, str] | None = None, method: str = "GET"
-) -> tuple[int, dict[str, str], bytes]:
-    """Return status, headers and body, whatever the status."""
-    request = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Poll a condition until it holds or time runs out."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def metrics_text(daemon: Daemon) -> str:

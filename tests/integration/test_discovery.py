@@ -12,26 +12,17 @@ import pytest
 from exporter.config import Config
 from exporter.emulator import EmulatorServer
 from exporter.service import ExporterService
+from tests.helpers import run_backfill
 from tests.integration.conftest import ConfigFactory
 from tests.integration.test_poll import samples_of, value
 
 ServiceFactory = Callable[[Config], ExporterService]
 
 
-def wait_for_backfill(service: ExporterService, datastore_id: str, timeout: float = 60) -> None:
-    """Wait until the background inventory listing has finished."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if service.poller.view().datastores[datastore_id].backfill_complete:
-            return
-        time.sleep(0.05)
-    raise AssertionError("backfill did not complete")
-
-
 def backfilled(service: ExporterService, datastore_id: str) -> ExporterService:
-    """Run the first cycle, wait for the backfill, and run one steady cycle."""
+    """Run the first cycle, the backfill's pages, and one steady cycle."""
     service.poll()
-    wait_for_backfill(service, datastore_id)
+    run_backfill(service, datastore_id)
     service.poll()
     return service
 
@@ -61,7 +52,7 @@ def test_backfill_baselines_everything_and_counts_nothing(
     service = service_for(discovery_config(make_config, datastore))
     assert service.poll().ok  # the first cycle only starts the backfill
     assert service.is_ready()
-    wait_for_backfill(service, datastore)
+    run_backfill(service, datastore)
     service.poll()
     s = samples_of(service)
     assert value(s, "healthimaging_datastore_image_sets", datastore_id=datastore) == len(ids)
@@ -148,9 +139,11 @@ def test_backfill_resumes_after_a_restart(
     )
     first = service_for(config)
     first.poll()
-    end = time.monotonic() + 30
-    while first.poller.view().datastores[datastore].backfill_listed < 50 and time.monotonic() < end:
-        time.sleep(0.01)
+    run_backfill(
+        first,
+        datastore,
+        until=lambda: first.poller.view().datastores[datastore].backfill_listed >= 50,
+    )
     first.stop()
     first.close()
     listed_before = first.poller.view().datastores[datastore].backfill_listed
@@ -232,7 +225,7 @@ def test_patient_data_never_reaches_metrics_logs_or_state(
         discovery_config(make_config, datastore, metrics={"per_image_set": "all"})
     )
     service.poll()
-    wait_for_backfill(service, datastore)
+    run_backfill(service, datastore)
     emulator.backend.add_version(datastore, ids[0], "UPDATE_FAILED", message="failed")
     service.poll()
     service.close()

@@ -15,9 +15,10 @@ import pytest
 from exporter.emulator import EmulatorServer, Faults
 from exporter.emulator.testing import client_for
 from exporter.emulator.testing import raw_request as raw
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
-DS = "12345678901234567890123456789012"
-SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DS = DEMO_DATASTORE
+SET = DEMO_IMAGE_SET
 CREATING_DS = "98765432109876543210987654321098"
 
 

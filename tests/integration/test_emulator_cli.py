@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,10 +15,11 @@ import yaml
 
 from exporter.emulator import EmulatorServer
 from exporter.emulator.testing import client_for
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, free_port
 
 BIN = Path(sys.executable).parent
-DS = "12345678901234567890123456789012"
-SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DS = DEMO_DATASTORE
+SET = DEMO_IMAGE_SET
 
 # The "Output" of the list-image-set-versions example in the AWS CLI documentation, verbatim.
 DOCUMENTED_EXAMPLE = """
@@ -112,12 +112,6 @@ def test_aws_cli_prints_the_documented_example(emu: EmulatorServer, tmp_path: Pa
     # CLI v1 prints timestamps as they came over the wire: epoch seconds, as documented.
     assert json.loads(result.stdout) == json.loads(DOCUMENTED_EXAMPLE)
     assert emu.backend.request_counts() == {"ListImageSetVersions": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -9,7 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import Config
 from exporter.emulator import EmulatorServer, Faults
 from exporter.service import ExporterService
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET, ConfigFactory
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
+from tests.integration.conftest import ConfigFactory
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ServiceFactory = Callable[[Config], ExporterService]

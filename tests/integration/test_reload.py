@@ -16,8 +16,7 @@ import yaml
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
-from tests.integration.conftest import DEMO_DATASTORE, DEMO_IMAGE_SET
-from tests.integration.test_daemon_http import fetch, wait_for
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, wait_for
 from tests.integration.test_poll import samples_of, value
 
 DaemonFactory = Callable[..., Daemon]
@@ -154,3 +153,18 @@ def test_a_signal_right_after_the_listening_line_is_handled(
             if process.poll() is None:
                 process.kill()
             process.stderr.close()
+
+
+def test_an_image_set_added_by_a_reload_is_polled_at_once(
+    emulator: EmulatorServer, tmp_path: Path, daemon_for: DaemonFactory
+) -> None:
+    added = "b7d2c4e6f8a0b2c4d6e8f0a2b4c6d8e0"
+    path = tmp_path / "config.yaml"
+    raw = raw_config(emulator, tmp_path, interval=3600)  # no scheduled cycle during the test
+    path.write_text(yaml.safe_dump(raw))
+    daemon = daemon_for(load_config(path), reload_config=lambda: load_config(path))
+    wait_for(daemon.service.is_ready)
+    raw["datastores"][0]["image_sets"] = [DEMO_IMAGE_SET, added]
+    path.write_text(yaml.safe_dump(raw))
+    assert daemon.reload() is None
+    wait_for(lambda: f'image_set_id="{added}"' in fetch(daemon.url + "/metrics")[2].decode())

@@ -8,9 +8,10 @@ from exporter.emulator import Backend
 from exporter.emulator import operations as ops
 from exporter.emulator.errors import ConflictError, NotFoundError, ValidationError
 from exporter.emulator.testing import ManualClock
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
-DS = "12345678901234567890123456789012"
-DEMO_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DS = DEMO_DATASTORE
+DEMO_SET = DEMO_IMAGE_SET
 
 
 @pytest.fixture

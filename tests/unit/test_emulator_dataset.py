@@ -10,8 +10,9 @@ import pytest
 
 from exporter.emulator import Backend, DatasetError
 from exporter.emulator import operations as ops
+from tests.helpers import DEMO_DATASTORE
 
-DS = "12345678901234567890123456789012"
+DS = DEMO_DATASTORE
 SET = "a" * 32
 
 

@@ -11,9 +11,10 @@ from exporter.emulator.dataset import demo_path
 from exporter.emulator.errors import AccessDeniedError, InternalError, ThrottlingError
 from exporter.emulator.messages import Request, Response
 from exporter.emulator.testing import ManualClock
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
-DS = "12345678901234567890123456789012"
-SET = "ea92b0d8838c72a3f25d00d13616f87e"
+DS = DEMO_DATASTORE
+SET = DEMO_IMAGE_SET
 SIGNED = {
     "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/medical-imaging/"
     "aws4_request, SignedHeaders=host, Signature=00"

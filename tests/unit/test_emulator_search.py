@@ -12,8 +12,9 @@ from exporter.emulator import Backend
 from exporter.emulator import operations as ops
 from exporter.emulator.errors import ValidationError
 from exporter.emulator.index import SortedIndex
+from tests.helpers import DEMO_DATASTORE
 
-DS = "12345678901234567890123456789012"
+DS = DEMO_DATASTORE
 NOW = 1_700_000_000.0
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+import pytest
 
+from exporter.config import Config, StateSettings
 from exporter.diff import ImageSetChange
-from exporter.metrics.own import ExporterMetrics
 from exporter.model import (
     FAILED_VERSIONS,
     LAST_FAILURE,
@@ -19,6 +20,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
+from exporter.service import ExporterService
 from exporter.state import FleetState
 from exporter.store import SnapshotStore, StoreError
 
@@ -52,13 +54,12 @@ def change(versions: int) -> ImageSetChange:
 
 def test_a_failed_write_leaves_memory_at_the_last_durable_state() -> None:
     store = FullDisk(":memory:")
-    metrics = ExporterMetrics(CollectorRegistry())
-    state = FleetState(store, metrics)
+    state = FleetState(store)
     assert state.apply(change(1))
     store.full = True
     assert not state.apply(change(2))
     assert not state.writable
-    assert metrics.state_writable._value.get() == 0
+    assert state.write_failures == 1  # the service turns this into the gauge and the counter
     snapshot = state.get(KEY)
     assert snapshot is not None and len(snapshot.versions) == 1
     assert state.copies()[1][FAILED] == 1
@@ -70,7 +71,7 @@ def test_a_failed_write_leaves_memory_at_the_last_durable_state() -> None:
 
 def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> None:
     store = SnapshotStore(":memory:")
-    state = FleetState(store, ExporterMetrics(CollectorRegistry()))
+    state = FleetState(store)
     state.apply(change(1))
     state.forget([KEY], datastores=[])
     assert state.get(KEY) is None
@@ -82,7 +83,7 @@ def test_a_counted_failure_is_stamped_in_memory_and_store_and_survives_a_restart
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "state.db")
-    state = FleetState(SnapshotStore(path), ExporterMetrics(CollectorRegistry()))
+    state = FleetState(SnapshotStore(path))
     stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
     before = time.time()
     assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
@@ -90,6 +91,54 @@ def test_a_counted_failure_is_stamped_in_memory_and_store_and_survives_a_restart
     assert state.apply(change(2))
     counted_at = state.copies()[1][stamp]
     assert before <= counted_at <= time.time()
-    restarted = FleetState(SnapshotStore(path), ExporterMetrics(CollectorRegistry()))
+    restarted = FleetState(SnapshotStore(path))
     assert restarted.copies()[1][stamp] == counted_at
     assert restarted.copies()[1][FAILED] == 1
+
+
+class ReadOnly(SnapshotStore):
+    """A real store on a connection SQLite refuses every write on, as on a read-only file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._db.execute("PRAGMA query_only = ON")
+
+
+def test_a_read_only_store_is_noticed_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SnapshotStore(str(tmp_path / "state.db")).close()
+    store = ReadOnly(str(tmp_path / "state.db"))
+    try:
+        state = FleetState(store)
+        assert not state.writable  # before any write was attempted
+        assert "cannot write" in caplog.text and "readonly" in caplog.text
+        assert not state.apply(change(1))
+        assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+    finally:
+        store.close()
+
+
+def test_the_service_reports_a_read_only_store_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    SnapshotStore(path).close()
+    config = Config(datastores=(), state=StateSettings(path))
+    service = ExporterService(config, store=ReadOnly(path))
+    try:
+        assert service.health() == "the snapshot store cannot be written; serving the last metrics"
+        assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
+    finally:
+        service.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_a_read_only_state_file_is_noticed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SnapshotStore(str(path)).close()
+    path.chmod(0o444)
+    service = ExporterService(Config(datastores=(), state=StateSettings(str(path))))
+    try:
+        assert service.health() is not None
+        assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
+    finally:
+        service.close()

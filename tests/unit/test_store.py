@@ -185,3 +185,29 @@ def test_event_timestamps_replace_while_counters_add(tmp_path: Path) -> None:
     reopened.apply(SNAP, {}, drop_counters=True)
     assert reopened.load().counters == {}
     reopened.close()
+
+
+def test_a_new_file_is_created_not_migrated_and_an_old_one_is_migrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="exporter")
+    path = str(tmp_path / "state.db")
+    SnapshotStore(path).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"created state file {path} (schema version {SCHEMA_VERSION})"
+    ]
+    caplog.clear()
+    SnapshotStore(path).close()
+    assert caplog.records == []  # nothing to say on an ordinary start
+    old = str(tmp_path / "old.db")
+    db = sqlite3.connect(old)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    SnapshotStore(old).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"migrated state schema from version 1 to {SCHEMA_VERSION}"
+    ]

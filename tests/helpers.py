@@ -1,0 +1,62 @@
+"""Test helpers shared by every test module: the demo ids, free ports, HTTP, waiting, backfills."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from exporter.service import ExporterService
+
+# The demo dataset's data store and the image set of the CLI reference's worked example.
+DEMO_DATASTORE = "12345678901234567890123456789012"
+DEMO_IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fetch(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    """Return status, headers and body, whatever the status."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll a condition until it holds or time runs out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def run_backfill(
+    service: ExporterService,
+    datastore_id: str,
+    timeout: float = 60,
+    until: Callable[[], bool] | None = None,
+) -> None:
+    """Run backfill pages, as the runtime's backfill job would, until complete (or `until`)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        view = service.poller.view().datastores[datastore_id]
+        if view.backfill_complete or (until is not None and until()):
+            return
+        service.run_backfills(slice_seconds=0.0)  # one page: the caller sees every page's end
+        if not service.poller.backfilling:
+            time.sleep(0.05)
+    raise AssertionError("backfill did not complete")

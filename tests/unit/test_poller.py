@@ -1,0 +1,238 @@
+"""A cycle is total: every failure is counted for its data store (`up` 0); the cycle completes.
+
+Hand-written fakes stand in for the AWS boundary: they answer, fail or crash per image set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSummary
+from exporter.config import AwsSettings, Config, DatastoreSettings, PollSettings
+from exporter.metrics.own import ExporterMetrics
+from exporter.metrics.view import FleetView
+from exporter.model import ImageSetKey, Version
+from exporter.outcomes import Outcome
+from exporter.poller import Poller
+from exporter.state import FleetState
+from exporter.store import DatastoreRecord, SnapshotStore
+from tests.unit.test_ingest import FullDisk
+
+GOOD_DS, BAD_DS = "a" * 32, "b" * 32
+GOOD, BAD = "1" * 32, "2" * 32
+VERSIONS = (Version(1, "COPIED", "ACTIVE"),)
+
+
+class FakeApi(HealthImagingApi):
+    """Answers per image set: versions, an ApiError, any other exception, or a hang."""
+
+    def __init__(self, answers: dict[str, object], release: threading.Event) -> None:
+        super().__init__(client=None)
+        self.answers = answers
+        self.release = release
+        self.search_error: BaseException | None = None
+
+    def list_image_set_versions(
+        self, datastore_id: str, image_set_id: str, *, deadline: float | None = None
+    ) -> tuple[Version, ...]:
+        answer = self.answers.get(image_set_id, VERSIONS)
+        if answer == "hang":
+            self.release.wait(10)
+            return VERSIONS
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, tuple)
+        return answer
+
+    def search_updated(
+        self, datastore_id: str, since: float, until: float, *, deadline: float | None = None
+    ) -> Iterator[ImageSetSummary]:
+        if self.search_error is not None:
+            raise self.search_error
+        return iter(())
+
+
+class FakeClients(ClientFactory):
+    """One fake API per data store."""
+
+    def __init__(self, apis: dict[str, FakeApi]) -> None:
+        super().__init__(AwsSettings(), None, pool_size=1)
+        self.apis = apis
+
+    def for_datastore(self, datastore: DatastoreSettings) -> HealthImagingApi:
+        return self.apis[datastore.datastore_id]
+
+
+class Harness:
+    """A poller over a real store, fake APIs and a recording publisher."""
+
+    def __init__(self, store: SnapshotStore, config: Config, apis: dict[str, FakeApi]) -> None:
+        self.metrics = ExporterMetrics(CollectorRegistry())
+        self.views: list[FleetView] = []
+        self.poller = Poller(
+            config, FakeClients(apis), FleetState(store), self.metrics, self.views.append
+        )
+
+    def up(self, datastore_id: str) -> bool | None:
+        return self.views[-1].datastores[datastore_id].up
+
+    def errors(self, datastore_id: str, reason: Outcome) -> float:
+        value = self.metrics.poll_errors.labels(datastore_id, reason)._value.get()
+        return float(value)
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def two_datastores(
+    bad_answer: object, release: threading.Event, timeout_seconds: float | None = None
+) -> tuple[Config, dict[str, FakeApi]]:
+    config = Config(
+        datastores=(
+            DatastoreSettings(GOOD_DS, (GOOD,)),
+            DatastoreSettings(BAD_DS, (GOOD, BAD)),
+        ),
+        poll=PollSettings(interval_seconds=60, concurrency=2, timeout_seconds=timeout_seconds),
+    )
+    apis = {
+        GOOD_DS: FakeApi({}, release),
+        BAD_DS: FakeApi({BAD: bad_answer}, release),
+    }
+    return config, apis
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (ApiError(Outcome.MALFORMED_RESPONSE, "versionId is not a number"), "malformed_response"),
+        (ValueError("invalid literal for int() with base 10: '²'"), "internal_error"),
+        (RecursionError("maximum recursion depth exceeded"), "internal_error"),
+        (ApiError(Outcome.THROTTLED, "Rate exceeded"), "throttled"),
+    ],
+)
+def test_one_failing_image_set_is_counted_and_the_cycle_completes(
+    tmp_path: Path,
+    release: threading.Event,
+    caplog: pytest.LogCaptureFixture,
+    answer: BaseException,
+    reason: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(answer, release)
+        h = Harness(store, config, apis)
+        result = h.poller.run_cycle()
+        assert (result.polled, result.failed, result.timed_out) == (3, 1, 0)
+        assert not result.ok
+        assert h.errors(BAD_DS, Outcome(reason)) == 1
+        assert h.up(BAD_DS) is False and h.up(GOOD_DS) is True
+        view = h.views[-1]
+        assert set(view.image_sets) == {
+            ImageSetKey(GOOD_DS, GOOD),
+            ImageSetKey(BAD_DS, GOOD),
+        }  # the rest of the fleet was polled
+        finished = [r.getMessage() for r in caplog.records if "poll finished" in r.getMessage()]
+        # "errors": image sets whose listing failed, not versions found failed.
+        assert len(finished) == 1
+        assert "3 image sets, 2 changed, 1 errors, 0 timed out" in finished[0]
+        lines = [r for r in caplog.records if BAD in r.getMessage()]
+        assert len(lines) == 1 and lines[0].exc_info is None, [r.getMessage() for r in lines]
+        assert h.poller.completed_cycles == 1
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_a_timeout_and_a_state_error_report_up_0(tmp_path: Path, release: threading.Event) -> None:
+    store = FullDisk(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores("hang", release, timeout_seconds=1)
+        h = Harness(store, config, apis)
+        result = h.poller.run_cycle()
+        assert result.timed_out == 1 and h.errors(BAD_DS, Outcome.TIMEOUT) == 1
+        assert h.up(BAD_DS) is False and h.up(GOOD_DS) is True
+        release.set()
+        store.full = True
+        apis[GOOD_DS].answers[GOOD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        h.poller.run_cycle()
+        assert h.errors(GOOD_DS, Outcome.STATE_ERROR) == 1
+        assert h.up(GOOD_DS) is False
+        assert not h.poller.state_ok
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_a_crash_outside_any_image_set_is_counted_for_its_data_store(
+    tmp_path: Path, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config = Config(
+            datastores=(
+                DatastoreSettings(GOOD_DS, (GOOD,)),
+                DatastoreSettings(BAD_DS, "all"),
+            ),
+            poll=PollSettings(interval_seconds=60, concurrency=2),
+        )
+        apis = {GOOD_DS: FakeApi({}, release), BAD_DS: FakeApi({}, release)}
+        apis[BAD_DS].search_error = TypeError("'NoneType' object is not iterable")
+        h = Harness(store, config, apis)
+        h.poller.run_cycle()  # the first sight of a searched data store does not search
+        published = len(h.views)
+        h.poller.run_cycle()
+        assert len(h.views) > published  # the cycle published
+        assert h.errors(BAD_DS, Outcome.INTERNAL_ERROR) == 1
+        assert h.up(BAD_DS) is False and h.up(GOOD_DS) is True
+        assert any(
+            r.getMessage() == f"data store {BAD_DS}: internal error: TypeError: "
+            "'NoneType' object is not iterable"
+            for r in caplog.records
+        )
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+    finally:
+        h.poller.close()
+        store.close()
+
+
+class BrokenRecords(FleetState):
+    """A state layer with a bug in its bookkeeping writes."""
+
+    def save_record(self, record: DatastoreRecord) -> bool:
+        raise RuntimeError("bug in save_record")
+
+
+def test_a_bug_after_the_listings_still_ends_the_cycle_and_publishes(
+    tmp_path: Path, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    config, apis = two_datastores((), release)
+    metrics = ExporterMetrics(CollectorRegistry())
+    views: list[FleetView] = []
+    poller = Poller(config, FakeClients(apis), BrokenRecords(store), metrics, views.append)
+    try:
+        published = len(views)
+        result = poller.run_cycle()
+        assert not result.ok and poller.completed_cycles == 1
+        assert len(views) == published + 1
+        assert views[-1].datastores[GOOD_DS].up is False
+        reason = metrics.poll_errors.labels(GOOD_DS, Outcome.INTERNAL_ERROR)._value.get()
+        assert reason == 1
+        assert "poll cycle: internal error: RuntimeError: bug in save_record" in caplog.text
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+    finally:
+        poller.close()
+        store.close()
