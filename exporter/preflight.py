@@ -2,16 +2,16 @@
 
 A config that `--check-config` passes must not fail when the daemon starts: these checks look
 at what the daemon will touch before its first poll (the AWS profile and endpoint as botocore
-sees them, the state file, the web config, the listen address), without calling AWS and without
+sees them, the state file, the web config, every listen address), without calling AWS and without
 reading or logging credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
-from http.server import ThreadingHTTPServer
 
 from exporter.config import Config, ConfigError
 from exporter.configfile import MAX_ERRORS_SHOWN
@@ -91,20 +91,26 @@ def _problems_of_web_config(config: Config) -> list[str]:
     return []
 
 
-def _problems_of_listen_address(config: Config) -> list[str]:
-    # The same family and reuse flag as the daemon's server, so a port in TIME_WAIT passes and a
-    # port another process listens on fails, as it will at start.
-    where = f"web.listen_address {config.web.listen_address}"
-    try:
-        with socket.socket(ThreadingHTTPServer.address_family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((config.web.host, config.web.port))
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if exc.errno == errno.EADDRINUSE:
-            reason += " (by another process, such as an exporter already running)"
-        return [f"{where}: cannot listen: {reason}"]
-    return []
+def _problems_of_listen_addresses(config: Config) -> list[str]:
+    # The same family and reuse flag as the daemon's servers, so a port in TIME_WAIT passes and
+    # a port another process listens on fails, as it will at start. The probes stay bound until
+    # all are tried, so the same port listed twice (say :9890 and 127.0.0.1:9890) fails too.
+    problems: list[str] = []
+    with contextlib.ExitStack() as probes:
+        for address in config.web.listen_addresses:
+            host = address.bind_host
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                probe = probes.enter_context(socket.socket(family, socket.SOCK_STREAM))
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, address.port))
+                probe.listen()
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                if exc.errno == errno.EADDRINUSE:
+                    reason += " (by another process, such as an exporter already running)"
+                problems.append(f"web.listen_address {address}: cannot listen: {reason}")
+    return problems
 
 
 def _raise_if_any(source: str, problems: list[str]) -> None:
@@ -128,5 +134,5 @@ def check_startup(config: Config, source: str = "config", listen: bool = True) -
     problems += _problems_of_state(config.state.path)
     problems += _problems_of_web_config(config)
     if listen:
-        problems += _problems_of_listen_address(config)
+        problems += _problems_of_listen_addresses(config)
     _raise_if_any(source, problems)

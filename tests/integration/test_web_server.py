@@ -39,7 +39,7 @@ def serve() -> Iterator[ServerFactory]:
     servers: list[WebServer] = []
 
     def start(limits: ServerLimits | None = None, run: bool = True, **app: object) -> WebServer:
-        server = WebServer("127.0.0.1", 0, _app(**app), limits=limits)
+        server = WebServer([("127.0.0.1", 0)], _app(**app), limits=limits)
         servers.append(server)
         return server.start() if run else server
 
@@ -195,7 +195,7 @@ from exporter.web import WebApp, WebServer
 app = WebApp(exposition=ExpositionCache(), is_ready=lambda: True, health=lambda: None)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-server = WebServer("127.0.0.1", 0, app).start()
+server = WebServer([("127.0.0.1", 0)], app).start()
 fillers = []
 try:
     while True:

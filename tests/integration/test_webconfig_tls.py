@@ -56,7 +56,7 @@ def _serve(config: WebConfig, limits: ServerLimits | None = None) -> Iterator[st
         headers=dict(config.headers),
         rate_limit=config.rate_limit,
     )
-    server = WebServer("127.0.0.1", 0, app, build_ssl_context(config), limits).start()
+    server = WebServer([("127.0.0.1", 0)], app, build_ssl_context(config), limits).start()
     try:
         yield f"https://localhost:{server.port}"
     finally:
