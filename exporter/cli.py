@@ -54,7 +54,7 @@ def _argument_type(parse: Callable[[str], str], name: str) -> Callable[[str], st
     return convert
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="healthimaging-exporter",
         description="Prometheus exporter for AWS HealthImaging image set versions. "
@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
+def load_with_flags(args: argparse.Namespace) -> Config:
+    """Load the config file and apply the command line's shard and web flags (they win)."""
     config = load_config(args.config).with_shard(args.shard, args.total_shards)
     web = override_web(
         config.web,
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.demo import main as demo_main  # the emulator is only needed here
 
         return demo_main(arguments[1:])
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(arguments)
     configure_logging(args.log_level, args.log_format)
     for old in getattr(args, "deprecated_flags", None) or ():
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         parser.error("--config FILE is required (or run: healthimaging-exporter demo)")
     try:
-        config = _load(args)
+        config = load_with_flags(args)
     except ConfigError as exc:
         print(f"healthimaging-exporter: invalid config: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -176,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.once:
             return run_once(config)
-        return run_daemon(config, lambda: _load(args), args.enable_lifecycle)
+        return run_daemon(config, lambda: load_with_flags(args), args.enable_lifecycle)
     except (StoreError, WebConfigError, OSError) as exc:
         print(f"healthimaging-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -218,7 +218,10 @@ def override_web(
             check("--web.listen-address", parse_listen_address, text, ListenAddress())
             for text in listen_addresses
         )
-        addresses = tuple(dict.fromkeys(parsed))  # the same address twice is one listener
+        try:
+            addresses = distinct_addresses(parsed)
+        except Invalid as exc:
+            errors.append(f"--web.listen-address: {exc.problem}")
     if config_file == "":
         errors.append("--web.config.file: must be a file path")
     path = web.telemetry_path
@@ -321,11 +324,16 @@ def _listen_addresses(value: object) -> tuple[ListenAddress, ...]:
     if isinstance(value, list):
         if not value:
             raise Invalid(f"must be {LISTEN_ADDRESS_FORM}, or a non-empty list of them")
-        addresses = tuple(parse_listen_address(item) for item in value)
-        if len(set(addresses)) != len(addresses):
-            raise Invalid("lists an address more than once")
-        return addresses
+        return distinct_addresses(tuple(parse_listen_address(item) for item in value))
     return (parse_listen_address(value),)
+
+
+def distinct_addresses(addresses: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
+    """Refuse an address listed twice (port 0, a new free port each time, may repeat)."""
+    fixed = [address for address in addresses if address.port != 0]
+    if len(set(fixed)) != len(fixed):
+        raise Invalid("lists an address more than once")
+    return addresses
 
 
 def parse_telemetry_path(value: object) -> str:

@@ -224,7 +224,7 @@ def test_web_flags_win_over_the_file() -> None:
             "datastores": [{"datastore_id": DS, "image_sets": "all"}],
         }
     )
-    web = override_web(config.web, [":2", "127.0.0.1:3", ":2"], "b.yml", "/b", True)
+    web = override_web(config.web, [":2", "127.0.0.1:3"], "b.yml", "/b", True)
     assert web.listen_addresses == (ListenAddress("", 2), ListenAddress("127.0.0.1", 3))
     assert (web.config_file, web.telemetry_path, web.disable_exporter_metrics) == (
         "b.yml",
@@ -243,3 +243,12 @@ def test_bad_web_flags_are_named_in_one_line() -> None:
     assert "--web.listen-address: must be host:port or :port" in message
     assert "got 'localhost'" in message
     assert "--web.telemetry-path: must not be /-/ready" in message
+
+
+def test_an_address_listed_twice_is_refused_but_port_0_may_repeat() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^--web.listen-address: lists an address more than once$"
+    ):
+        override_web(WebSettings(), [":9890", ":9890"])
+    web = override_web(WebSettings(), ["127.0.0.1:0", "127.0.0.1:0"])
+    assert web.listen_addresses == (ListenAddress("127.0.0.1", 0),) * 2
