@@ -13,7 +13,7 @@ import errno
 import os
 import socket
 
-from exporter.config import Config, ConfigError
+from exporter.config import Config, ConfigError, ListenAddress
 from exporter.configfile import MAX_ERRORS_SHOWN
 from exporter.store import MEMORY
 from exporter.webconfig import WebConfigError, build_ssl_context, load_web_config
@@ -96,6 +96,7 @@ def _problems_of_listen_addresses(config: Config) -> list[str]:
     # a port another process listens on fails, as it will at start. The probes stay bound until
     # all are tried, so the same port listed twice (say :9890 and 127.0.0.1:9890) fails too.
     problems: list[str] = []
+    bound: list[ListenAddress] = []
     with contextlib.ExitStack() as probes:
         for address in config.web.listen_addresses:
             host = address.bind_host
@@ -105,10 +106,16 @@ def _problems_of_listen_addresses(config: Config) -> list[str]:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((host, address.port))
                 probe.listen()
+                bound.append(address)
             except OSError as exc:
                 reason = exc.strerror or type(exc).__name__
                 if exc.errno == errno.EADDRINUSE:
-                    reason += " (by another process, such as an exporter already running)"
+                    same_port = [str(other) for other in bound if other.port == address.port]
+                    reason += (
+                        f" (by {same_port[0]}, listed before it)"
+                        if same_port
+                        else " (by another process, such as an exporter already running)"
+                    )
                 problems.append(f"web.listen_address {address}: cannot listen: {reason}")
     return problems
 

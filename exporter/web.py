@@ -131,9 +131,6 @@ main {{ padding: 1rem; }}
 """.encode()
 
 
-LANDING = landing_page("/metrics")
-
-
 # RFC 9110 Content-Length: digits only (str.isdigit() would also take "²" and other digits).
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 

@@ -222,7 +222,7 @@ def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
 ) -> None:
     config = write_config(tmp_path / "config.yaml", emulator)
     process = subprocess.Popen(
-        [EXPORTER, "--config", str(config), "--log-format", "json", "--log-level", "debug"],
+        [EXPORTER, "--config", str(config), "--log.format", "json", "--log.level", "debug"],
         stderr=subprocess.PIPE,
         env={
             **os.environ,

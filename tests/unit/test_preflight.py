@@ -128,6 +128,10 @@ def test_every_listen_address_is_checked(tmp_path: Path) -> None:
     # Every interface and loopback on one port: the daemon could not bind both either.
     port = free_port()
     overlapping = config(web={"listen_address": [f":{port}", f"127.0.0.1:{port}"]}, state=state)
-    with pytest.raises(PreflightError, match=rf"web.listen_address 127.0.0.1:{port}: cannot"):
+    with pytest.raises(PreflightError) as overlap:
         check_startup(overlapping, "c.yaml")
+    assert str(overlap.value) == (
+        f"c.yaml: web.listen_address 127.0.0.1:{port}: cannot listen: Address already in use"
+        f" (by :{port}, listed before it)"
+    )
     check_startup(config(web={"listen_address": [f":{port}", "127.0.0.1:0"]}, state=state))
