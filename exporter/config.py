@@ -116,11 +116,6 @@ class ListenAddress:
     host: str = ""
     port: int = DEFAULT_PORT
 
-    @property
-    def bind_host(self) -> str:
-        """Return the host to bind: every IPv4 interface for an empty host."""
-        return self.host or "0.0.0.0"
-
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
@@ -136,8 +131,8 @@ class WebSettings:
 
     @property
     def host(self) -> str:
-        """Return the first listen address's host to bind."""
-        return self.listen_addresses[0].bind_host
+        """Return the first listen address's host ("" for every interface)."""
+        return self.listen_addresses[0].host
 
     @property
     def port(self) -> int:

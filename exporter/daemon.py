@@ -120,7 +120,7 @@ class Daemon:
         addresses = config.web.listen_addresses
         try:
             self._server = WebServer(
-                [(address.bind_host, address.port) for address in addresses], app, ssl_context
+                [(address.host, address.port) for address in addresses], app, ssl_context
             )
         except ListenError as exc:
             self.service.close()

@@ -16,6 +16,7 @@ import socket
 from exporter.config import Config, ConfigError, ListenAddress
 from exporter.configfile import MAX_ERRORS_SHOWN
 from exporter.store import MEMORY
+from exporter.web import bind_socket, bind_target
 from exporter.webconfig import WebConfigError, build_ssl_context, load_web_config
 
 __all__ = ["PreflightError", "check_aws", "check_startup"]
@@ -92,19 +93,18 @@ def _problems_of_web_config(config: Config) -> list[str]:
 
 
 def _problems_of_listen_addresses(config: Config) -> list[str]:
-    # The same family and reuse flag as the daemon's servers, so a port in TIME_WAIT passes and
-    # a port another process listens on fails, as it will at start. The probes stay bound until
-    # all are tried, so the same port listed twice (say :9890 and 127.0.0.1:9890) fails too.
+    # The same family, stacks and reuse flag as the daemon's servers (exporter/web.py), so a
+    # port in TIME_WAIT passes and a port another process listens on fails, as it will at start.
+    # The probes stay bound until all are tried, so the same port listed twice (say :9890 and
+    # 127.0.0.1:9890) fails too.
     problems: list[str] = []
     bound: list[ListenAddress] = []
     with contextlib.ExitStack() as probes:
         for address in config.web.listen_addresses:
-            host = address.bind_host
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            target = bind_target(address.host)
             try:
-                probe = probes.enter_context(socket.socket(family, socket.SOCK_STREAM))
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((host, address.port))
+                probe = probes.enter_context(socket.socket(target.family, socket.SOCK_STREAM))
+                bind_socket(probe, target, address.port)
                 probe.listen()
                 bound.append(address)
             except OSError as exc:

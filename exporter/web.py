@@ -414,6 +414,35 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, f"{message or 'Bad Request'}\n".encode())
 
 
+@dataclass(frozen=True, slots=True)
+class BindTarget:
+    """How to bind one listen address: the socket family, host, and whether dual-stack."""
+
+    family: socket.AddressFamily
+    host: str
+    dual_stack: bool  # an IPv6 socket that takes IPv4 connections too
+
+
+def bind_target(host: str) -> BindTarget:
+    """Resolve a listen host; "" (`:9890`) is every interface, IPv6 and IPv4 alike, as in Go.
+
+    Where the kernel has no IPv6, every IPv4 interface.
+    """
+    if not host:
+        if socket.has_dualstack_ipv6():
+            return BindTarget(socket.AF_INET6, "::", True)
+        return BindTarget(socket.AF_INET, "0.0.0.0", False)
+    return BindTarget(socket.AF_INET6 if ":" in host else socket.AF_INET, host, False)
+
+
+def bind_socket(sock: socket.socket, target: BindTarget, port: int) -> None:
+    """Bind a socket of the target's family as the web server does (address reuse, stacks)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if target.dual_stack:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((target.host, port))
+
+
 class _Shared:
     """What every listener of one WebServer shares: the app, limits, rate and connection caps.
 
@@ -450,9 +479,17 @@ class _Server(ThreadingHTTPServer):
         self.bucket = shared.bucket
         self.request_queue_size = shared.limits.backlog  # socketserver's default is 5
         self._accept_backoff = 0.0
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        self.target = bind_target(address[0])
+        self.address_family = self.target.family
+        super().__init__((self.target.host, address[1]), _Handler)
+
+    def server_bind(self) -> None:
+        # TCPServer.server_bind, plus the dual-stack option (HTTPServer's part sets names).
+        bind_socket(self.socket, self.target, self.server_address[1])
+        host, port = self.socket.getsockname()[:2]
+        self.server_address = (host, port)
+        self.server_name = socket.getfqdn(host)
+        self.server_port = port
 
     def get_request(self) -> tuple[socket.socket, Any]:
         try:
@@ -557,6 +594,8 @@ class ListenError(OSError):
 class WebServer:
     """Serves a WebApp on one or more addresses, a thread each; port 0 picks a free port.
 
+    A host of "" is every interface (see bind_target).
+
     Every listener gets the same handler, TLS context and limits (exporter-toolkit's
     `web.ListenAndServe` with several `--web.listen-address`).
     """
@@ -608,7 +647,7 @@ class WebServer:
         urls: list[str] = []
         for server in self._servers:
             host, port = str(server.server_address[0]), int(server.server_address[1])
-            if host == "0.0.0.0":
+            if host == "0.0.0.0" or server.target.dual_stack:
                 host = "127.0.0.1"
             elif host == "::":
                 host = "[::1]"

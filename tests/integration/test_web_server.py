@@ -16,7 +16,7 @@ import pytest
 
 from exporter import __version__
 from exporter.metrics.exposition import ExpositionCache
-from exporter.web import ServerLimits, WebApp, WebServer
+from exporter.web import BindTarget, ServerLimits, WebApp, WebServer, bind_target
 from exporter.webconfig import RateLimit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -433,3 +433,21 @@ def test_several_listeners_share_one_rate_limit_and_connection_cap() -> None:
         for port in server.ports:
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_an_empty_host_is_every_interface_of_both_stacks_where_there_are_two() -> None:
+    server = WebServer([("", 0)], _app()).start()
+    try:
+        port = server.port
+        assert server.url == f"http://127.0.0.1:{port}"
+        hosts = ["127.0.0.1", "127.0.0.2"]  # the second: not what a loopback-only bind answers
+        if socket.has_dualstack_ipv6():
+            hosts.append("::1")  # as Go's ":port": IPv6 too
+        else:
+            assert bind_target("") == BindTarget(socket.AF_INET, "0.0.0.0", False)
+        for host in hosts:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert (_read_until_closed(sock) or b"").startswith(b"HTTP/1.1 200"), host
+    finally:
+        server.stop()

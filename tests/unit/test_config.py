@@ -191,7 +191,7 @@ def test_any_data_dumped_to_yaml_is_a_config_or_one_config_error(data: object) -
 def test_default_listen_address_is_every_interface_on_9890() -> None:
     web = parse_config({"datastores": [{"datastore_id": DS, "image_sets": "all"}]}).web
     assert web.listen_address == ":9890"
-    assert (web.host, web.port) == ("0.0.0.0", 9890)
+    assert (web.host, web.port) == ("", 9890)
     assert web.telemetry_path == "/metrics"
     assert web.disable_exporter_metrics is False
 
