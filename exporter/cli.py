@@ -55,6 +55,7 @@ def _argument_type(parse: Callable[[str], str], name: str) -> Callable[[str], st
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Return the command line's parser (exporter-toolkit's flag spellings, old ones hidden)."""
     parser = argparse.ArgumentParser(
         prog="healthimaging-exporter",
         description="Prometheus exporter for AWS HealthImaging image set versions. "
