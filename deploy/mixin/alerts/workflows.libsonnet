@@ -11,11 +11,15 @@
 //     than the window (exporter restart, kill -9, rolling update, Prometheus restart, the
 //     handover of a reshard) leaves the last sample in place, so the alert neither resolves
 //     nor fires anew;
-//   - but a process that is scraped and still tracks the image set (it exports
-//     healthimaging_image_set_versions of it now) without the in-progress series says the
-//     version left the status: its last sample is dropped (`unless`), and the alert resolves
-//     at the next evaluation. A process that stopped exporting the image set (down, or the
-//     image set moved to another shard) says nothing, so its last sample stays for the window;
+//   - but a process that kept exporting the image set (healthimaging_image_set_versions, with
+//     per_image_set: all) after its in-progress series ended says the version left the status:
+//     within the window, it has more samples of the one than of the other (both come from the
+//     same scrapes, so a gap, a restart or a move to another process removes as many of each).
+//     Its samples are dropped (`unless`): the alert resolves at the next evaluation and stays
+//     resolved when that process later stops (a rollout or reshard after the version left).
+//     Without that series (per_image_set: failures_only) the alert resolves one window later;
+//     an in-progress version first seen late (more than threshold minus window after it entered
+//     the status) of an image set exported before pages up to one window late;
 //   - `min by (datastore_id, image_set_id, workflow_status)` drops instance: a new pod or the
 //     shard that now owns the image set continues the same alert;
 //   - the second part, per data store and status without image_set_id, only where the exporter
@@ -37,13 +41,9 @@
                       last_over_time(healthimaging_image_set_in_progress_since_timestamp_seconds{%(exporterSelector)s}[%(stuckWorkflowLookback)s])
                     unless
                       (
-                          (
-                              last_over_time(healthimaging_image_set_in_progress_since_timestamp_seconds{%(exporterSelector)s}[%(stuckWorkflowLookback)s])
-                            and ignoring (workflow_status)
-                              healthimaging_image_set_versions{%(exporterSelector)s}
-                          )
-                        unless
-                          healthimaging_image_set_in_progress_since_timestamp_seconds{%(exporterSelector)s}
+                          count_over_time(healthimaging_image_set_in_progress_since_timestamp_seconds{%(exporterSelector)s}[%(stuckWorkflowLookback)s])
+                        < ignoring (workflow_status) group_left ()
+                          count_over_time(healthimaging_image_set_versions{%(exporterSelector)s}[%(stuckWorkflowLookback)s])
                       )
                   ) > %(stuckWorkflowThresholdSeconds)d
               )
