@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from exporter.budget import RateBudget
 
 OP = "ListImageSetVersions"
+MAX_ATTEMPTS = 5
 
 
 class FakeTime:
@@ -82,11 +83,13 @@ def simulate(
 
     Each worker asks the budget for a slot, sends (the server decides half a round trip
     later), records the answer a round trip after sending and asks again at once; a
-    throttled attempt is retried after botocore's standard backoff (random, up to 2^(n-1) s).
+    throttled attempt is retried after botocore's standard backoff (random, up to 2^(n-1) s),
+    up to the exporter's default `aws.max_attempts`.
     """
     rng = random.Random(seed)
     now = [0.0]
-    budget = RateBudget({OP: budget_rate}, clock=lambda: now[0], sleep=lambda s: None)
+    slept: list[float] = []  # a worker's sleep ends at an event of its own, not here
+    budget = RateBudget({OP: budget_rate}, clock=lambda: now[0], sleep=slept.append)
     server = Quota(quota, 0.0, quota_burst)
     run = Run(seconds)
     end = warmup + seconds
@@ -108,7 +111,9 @@ def simulate(
             break
         now[0] = at
         if kind == "ask":
-            wait = budget.acquire(OP)
+            budget.acquire(OP)
+            wait = sum(slept)
+            slept.clear()
             push(at + wait + rtt / 2, "arrive", worker, at + wait, attempt)
         elif kind == "arrive":
             verdicts[worker] = server.admit(at)
@@ -126,8 +131,8 @@ def simulate(
                 else:
                     run.throttled += 1
                     run.cuts += after < before
-            if admitted:
-                push(at, "ask", worker, 0.0, 1)
+            if admitted or attempt == MAX_ATTEMPTS:
+                push(at, "ask", worker, 0.0, 1)  # the next request, or this one given up
             else:
                 backoff = rng.random() * min(20.0, 2.0 ** (attempt - 1))
                 push(at + backoff, "ask", worker, 0.0, attempt + 1)
