@@ -252,3 +252,12 @@ def test_an_address_listed_twice_is_refused_but_port_0_may_repeat() -> None:
         override_web(WebSettings(), [":9890", ":9890"])
     web = override_web(WebSettings(), ["127.0.0.1:0", "127.0.0.1:0"])
     assert web.listen_addresses == (ListenAddress("127.0.0.1", 0),) * 2
+
+
+def test_initial_lookback_defaults_to_two_intervals_only_when_sharded() -> None:
+    base = {"datastores": [{"datastore_id": "1" * 32, "image_sets": ["a" * 32]}]}
+    assert parse_config({**base, "poll": {"interval_seconds": 30}}).initial_lookback_seconds == 0
+    sharded = parse_config({**base, "poll": {"interval_seconds": 30}, "total_shards": 3})
+    assert sharded.initial_lookback_seconds == 60
+    explicit = {**base, "total_shards": 3, "discovery": {"initial_lookback_seconds": 0}}
+    assert parse_config(explicit).initial_lookback_seconds == 0
