@@ -12,8 +12,10 @@ from prometheus_client import CollectorRegistry
 from exporter.aws import ApiError, AttemptRecorder, ClientFactory
 from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
+from exporter.imports.watcher import ImportJobs
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
+from exporter.metrics.imports import ImportJobCollector
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.outcomes import Outcome
@@ -87,10 +89,16 @@ class ExporterService:
         self.metrics = ExporterMetrics(self.registry)
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
-        self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
+        self._collectors = (
+            ImageSetCollector(),
+            EventCollector(),
+            DatastoreCollector(),
+            ImportJobCollector(),
+        )
         self.store = store if store is not None else SnapshotStore(config.state.path)
         try:
             self.state = FleetState(self.store)
+            self.imports = ImportJobs(self.store, clock)
         except BaseException:
             self.store.close()
             raise
@@ -99,7 +107,13 @@ class ExporterService:
         self._budget = budget_for(config, self._stopping)
         self._note_config(config)
         self.poller = Poller(
-            config, self._clients(config), self.state, self.metrics, self._publish, clock
+            config,
+            self._clients(config),
+            self.state,
+            self.metrics,
+            self._publish,
+            clock,
+            imports=self.imports,
         )
         self.poller.publish_view()
 
