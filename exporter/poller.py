@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # How long one call of run_backfills keeps paging before it returns to its scheduler.
 BACKFILL_SLICE_SECONDS = 5.0
+# The share of a cycle's deadline the import-job calls may take (exporter.imports).
+IMPORT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +197,14 @@ class Poller:
         try:
             plans, apis = self._plan(config, errors, started + config.poll.deadline_seconds)
             if self._imports is not None:
-                # Before the listings: a few calls per data store, never starved by a long cycle.
+                # Before the listings, so a long cycle never starves them, and with half the
+                # cycle's time at most, so a throttled import budget never starves the listings.
                 self._imports.poll(
                     config,
                     apis,
                     self._clients.manifests_for_datastore,
                     errors,
-                    started + config.poll.deadline_seconds,
+                    started + config.poll.deadline_seconds * IMPORT_SHARE,
                     self._stop,
                 )
             result = self._execute(config, plans, apis, errors, started)

@@ -149,12 +149,14 @@ class HealthImagingApi:
         self._monotonic = monotonic
 
     def list_import_jobs(
-        self, datastore_id: str, status: str, *, deadline: float | None = None
+        self, datastore_id: str, status: str | None = None, *, deadline: float | None = None
     ) -> list[ImportJob]:
-        """Return the data store's import jobs in one status (ListDICOMImportJobs, jobStatus)."""
+        """Return the data store's import jobs (ListDICOMImportJobs), of one status if given."""
         operation = "ListDICOMImportJobs"
-        params = {"datastoreId": datastore_id, "jobStatus": status}
-        subject = f"data store {datastore_id} {status}"
+        params = {"datastoreId": datastore_id}
+        if status is not None:
+            params["jobStatus"] = status
+        subject = f"data store {datastore_id} {status or 'all'}"
         jobs: list[ImportJob] = []
         for page in self._pages(operation, subject, params, self._max_import_job_pages, deadline):
             with _named(operation, subject):

@@ -2,11 +2,13 @@
 
 Per data store and cycle (the poller calls `poll` on its own thread; no thread here):
 
-1. before the first sight (no ledger): list every status once, a baseline that counts nothing;
+1. before the first sight (no ledger): list every job once (no status filter), a baseline
+   that counts nothing;
 2. list SUBMITTED and IN_PROGRESS (two calls while few jobs run: the cost follows active
    jobs, not the years of history a data store keeps);
-3. every `import_jobs.reconcile_seconds`, list COMPLETED and FAILED too: it finds the jobs that
-   started and ended between two cycles, which step 2 never sees;
+3. every `import_jobs.reconcile_seconds`, instead list every job (no status filter, as many
+   pages as the history has): it finds the jobs that started and ended between two cycles,
+   which step 2 never sees;
 4. read each job that left the active listings and was not in a reconciliation listing with
    GetDICOMImportJob, to learn how it ended;
 5. commit the changes (exporter.imports.ledger, pure) in one transaction;
@@ -30,8 +32,6 @@ from exporter.aws import ApiError, HealthImagingApi, ImportJob, ManifestReader
 from exporter.config import Config, DatastoreSettings
 from exporter.imports.ledger import (
     ACTIVE_STATUSES,
-    ENDED_STATUSES,
-    JOB_STATUSES,
     JobChanges,
     JobCounter,
     KnownJob,
@@ -129,9 +129,7 @@ class ImportJobs:
         retention = _retention(config)
         ledger = self._state.ledger(ds_id)
         if ledger is None:
-            listed: list[ImportJob] = []
-            for status in JOB_STATUSES:
-                listed.extend(api.list_import_jobs(ds_id, status, deadline=deadline))
+            listed = api.list_import_jobs(ds_id, deadline=deadline)
             changes = take_baseline(ds_id, listed, self._clock(), retention)
             if self._apply(changes, errors):
                 log.info(
@@ -141,15 +139,15 @@ class ImportJobs:
                     sum(1 for j in changes.upserts if not j.active),
                 )
             return
-        seen: list[ImportJob] = []
-        for status in ACTIVE_STATUSES:
-            seen.extend(api.list_import_jobs(ds_id, status, deadline=deadline))
         now = self._clock()
         reconcile = ledger.reconciled_at is None or now - ledger.reconciled_at >= (
             settings.reconcile_seconds
         )
+        seen: list[ImportJob] = []
         if reconcile:
-            for status in ENDED_STATUSES:
+            seen.extend(api.list_import_jobs(ds_id, deadline=deadline))
+        else:
+            for status in ACTIVE_STATUSES:
                 seen.extend(api.list_import_jobs(ds_id, status, deadline=deadline))
         known = self._state.jobs(ds_id)
         listed_ids = {job.job_id for job in seen}
