@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,11 +43,11 @@ def ended(found: Samples, status: str) -> float | None:
 
 
 @pytest.fixture
-def s3_emulator(moto_server: MotoServer) -> EmulatorServer:
+def s3_emulator(moto_server: MotoServer) -> Iterator[EmulatorServer]:
     """The emulator writing job output to moto's S3, into a bucket that exists."""
     moto_server.client("s3").create_bucket(Bucket=BUCKET)
     with EmulatorServer(port=0, dataset="demo", s3_endpoint_url=moto_server.url) as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 def test_first_sight_of_old_jobs_is_a_baseline(
