@@ -148,7 +148,7 @@ class HealthImagingApi:
         self._max_import_job_pages = max_import_job_pages
         self._monotonic = monotonic
 
-    def list_import_jobs(
+    def list_dicom_import_jobs(
         self, datastore_id: str, status: str | None = None, *, deadline: float | None = None
     ) -> list[ImportJob]:
         """Return the data store's import jobs (ListDICOMImportJobs), of one status if given."""
@@ -163,7 +163,7 @@ class HealthImagingApi:
                 jobs.extend(read_import_jobs_page(page)[0])
         return jobs
 
-    def get_import_job(
+    def get_dicom_import_job(
         self, datastore_id: str, job_id: str, *, deadline: float | None = None
     ) -> ImportJob:
         """Return one import job (GetDICOMImportJob): how it ended, and its output folder."""

@@ -129,7 +129,7 @@ class ImportJobs:
         retention = _retention(config)
         ledger = self._state.ledger(ds_id)
         if ledger is None:
-            listed = api.list_import_jobs(ds_id, deadline=deadline)
+            listed = api.list_dicom_import_jobs(ds_id, deadline=deadline)
             changes = take_baseline(ds_id, listed, self._clock(), retention)
             if self._apply(changes, errors):
                 log.info(
@@ -145,17 +145,17 @@ class ImportJobs:
         )
         seen: list[ImportJob] = []
         if reconcile:
-            seen.extend(api.list_import_jobs(ds_id, deadline=deadline))
+            seen.extend(api.list_dicom_import_jobs(ds_id, deadline=deadline))
         else:
             for status in ACTIVE_STATUSES:
-                seen.extend(api.list_import_jobs(ds_id, status, deadline=deadline))
+                seen.extend(api.list_dicom_import_jobs(ds_id, status, deadline=deadline))
         known = self._state.jobs(ds_id)
         listed_ids = {job.job_id for job in seen}
         left = [j for j in known.values() if j.active and j.job_id not in listed_ids]
         gone: list[str] = []
         for job in left[:READS_PER_CYCLE]:
             try:
-                seen.append(api.get_import_job(ds_id, job.job_id, deadline=deadline))
+                seen.append(api.get_dicom_import_job(ds_id, job.job_id, deadline=deadline))
             except ApiError as exc:
                 if exc.outcome is Outcome.NOT_FOUND:
                     gone.append(job.job_id)
@@ -198,7 +198,8 @@ class ImportJobs:
             output = job.output_s3_uri
             try:
                 if output is None:  # seen ended in a listing, which has no outputS3Uri
-                    output = api.get_import_job(ds_id, job.job_id, deadline=deadline).output_s3_uri
+                    read = api.get_dicom_import_job(ds_id, job.job_id, deadline=deadline)
+                    output = read.output_s3_uri
                 if output is None:
                     raise ApiError(Outcome.MALFORMED_RESPONSE, "GetDICOMImportJob: no outputS3Uri")
                 counts = reader.read_counts(output)
@@ -266,7 +267,7 @@ class ImportJobs:
             ledger = self._state.ledger(ds.datastore_id)
             if ledger is None or not config.import_jobs.enabled_for(ds):
                 return False
-            job = api.get_import_job(ds.datastore_id, job_id, deadline=deadline)
+            job = api.get_dicom_import_job(ds.datastore_id, job_id, deadline=deadline)
             changes = observe_jobs(
                 ledger,
                 self._state.jobs(ds.datastore_id),
