@@ -136,7 +136,7 @@ class ExporterService:
             self.metrics.set_budget(self._budget.rates())
             # The state layer reports its write health; the gauges are set here.
             self.metrics.state_writable.set(1 if self.state.writable else 0)
-            failures = self.state.write_failures
+            failures = self.state.write_failures + self.imports.write_failures
             if failures > self._write_failures_counted:
                 self.metrics.state_write_errors.inc(failures - self._write_failures_counted)
                 self._write_failures_counted = failures

@@ -82,6 +82,11 @@ class ImportJobs:
         self._manifest_errors: Counter[tuple[str, str]] = Counter()
         self._manifest_logged: set[tuple[str, str]] = set()
 
+    @property
+    def write_failures(self) -> int:
+        """Return how many writes of import-job state failed (it only grows)."""
+        return self._state.write_failures
+
     # -- a cycle --------------------------------------------------------------------------------
 
     def poll(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -247,4 +248,46 @@ def test_manifest_reads_are_bounded_in_bytes(
     assert (counts.imported, counts.failed) == (1, 3)
     with pytest.raises(ApiError) as caught:
         ManifestReader(s3).read_counts(f"s3://{BUCKET}/nothing-here/")
+    assert caught.value.outcome is Outcome.NOT_FOUND
+
+
+def test_a_job_that_ended_between_cycles_is_counted_by_the_reconciliation_once(
+    emulator: EmulatorServer, make_config: ConfigFactory
+) -> None:
+    backend = emulator.backend
+    offset = [0.0]
+    service = ExporterService(make_config(), clock=lambda: time.time() + offset[0])
+    try:
+        assert service.poll().ok
+        job = backend.start_import_job(DEMO_DATASTORE, submitted_seconds=LONG)
+        message = "INVALID_REQUEST: never seen active"
+        backend.set_import_job_outcome(DEMO_DATASTORE, job, "FAILED", message=message, now=True)
+        assert service.poll().ok
+        assert ended(samples(service), "FAILED") == 0  # not in the active listings
+        offset[0] = 86_400.0 + 1  # import_jobs.reconcile_seconds later
+        for _ in range(2):
+            assert service.poll().ok
+            assert ended(samples(service), "FAILED") == 1
+    finally:
+        service.close()
+
+
+def test_read_import_job_counts_a_job_at_once_and_cycles_do_not_count_it_again(
+    emulator: EmulatorServer,
+    make_config: ConfigFactory,
+    service_for: Callable[[Config], ExporterService],
+) -> None:
+    backend = emulator.backend
+    service = service_for(make_config())
+    assert not service.poller.read_import_job(DEMO_DATASTORE, "0" * 32)  # before the baseline
+    assert service.poll().ok
+    job = backend.start_import_job(DEMO_DATASTORE, submitted_seconds=LONG)
+    backend.set_import_job_outcome(DEMO_DATASTORE, job, "FAILED", now=True)
+    assert service.poller.read_import_job(DEMO_DATASTORE, job)  # as an event would have it
+    assert ended(samples(service), "FAILED") == 1
+    assert not service.poller.read_import_job(DEMO_DATASTORE, job)
+    assert service.poll().ok
+    assert ended(samples(service), "FAILED") == 1
+    with pytest.raises(ApiError) as caught:
+        service.poller.read_import_job(DEMO_DATASTORE, "f" * 32)
     assert caught.value.outcome is Outcome.NOT_FOUND
