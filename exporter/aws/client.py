@@ -163,6 +163,31 @@ class HealthImagingApi:
                 jobs.extend(read_import_jobs_page(page)[0])
         return jobs
 
+    def list_recent_dicom_import_jobs(
+        self, datastore_id: str, max_pages: int, *, deadline: float | None = None
+    ) -> tuple[list[ImportJob], bool]:
+        """Return the data store's jobs of every status, page by page, as far as time allows.
+
+        At most `max_pages` pages, and no page started after `deadline` (the first one always
+        is); returns the jobs read and whether the listing was complete. The API has no time
+        filter and a data store keeps years of jobs: a baseline or reconciliation takes the
+        pages it can rather than failing for ever on a long history.
+        """
+        operation = "ListDICOMImportJobs"
+        params = {"datastoreId": datastore_id}
+        subject = f"data store {datastore_id} all"
+        jobs: list[ImportJob] = []
+        pages = self._pages(operation, subject, params, max(1, max_pages) + 1, None)
+        for number, page in enumerate(pages, 1):
+            with _named(operation, subject):
+                found, token = read_import_jobs_page(page)
+            jobs.extend(found)
+            if token is None:
+                return jobs, True
+            if number >= max_pages or (deadline is not None and self._monotonic() >= deadline):
+                return jobs, False
+        return jobs, True
+
     def get_dicom_import_job(
         self, datastore_id: str, job_id: str, *, deadline: float | None = None
     ) -> ImportJob:

@@ -53,6 +53,8 @@ MANIFEST_TRIES = 5
 MANIFESTS_PER_CYCLE = 20
 # GetDICOMImportJob calls per data store and cycle, for jobs that left the active listings.
 READS_PER_CYCLE = 50
+# Pages (50 jobs each) of a baseline's or a reconciliation's listing of every job.
+FULL_LISTING_PAGES = 100
 
 ManifestsFor = Callable[[DatastoreSettings], ManifestReader]
 
@@ -134,14 +136,19 @@ class ImportJobs:
         retention = _retention(config)
         ledger = self._state.ledger(ds_id)
         if ledger is None:
-            listed = api.list_dicom_import_jobs(ds_id, deadline=deadline)
+            # A listing cut short is still a baseline: a job it missed that ended before now
+            # is history by the horizon rule, an active one is found by the next cycle.
+            listed, complete = api.list_recent_dicom_import_jobs(
+                ds_id, FULL_LISTING_PAGES, deadline=deadline
+            )
             changes = take_baseline(ds_id, listed, self._clock(), retention)
             if self._apply(changes, errors):
                 log.info(
-                    "data store %s: import jobs baseline: %d active, %d ended (nothing counted)",
+                    "data store %s: import jobs baseline: %d active, %d ended (nothing counted)%s",
                     ds_id,
                     sum(1 for j in changes.upserts if j.active),
                     sum(1 for j in changes.upserts if not j.active),
+                    "" if complete else f"; listing stopped after {len(listed)} jobs",
                 )
             return
         now = self._clock()
@@ -149,11 +156,14 @@ class ImportJobs:
             settings.reconcile_seconds
         )
         seen: list[ImportJob] = []
+        for status in ACTIVE_STATUSES:
+            seen.extend(api.list_dicom_import_jobs(ds_id, status, deadline=deadline))
         if reconcile:
-            seen.extend(api.list_dicom_import_jobs(ds_id, deadline=deadline))
-        else:
-            for status in ACTIVE_STATUSES:
-                seen.extend(api.list_dicom_import_jobs(ds_id, status, deadline=deadline))
+            # Newest first as far as the page bound and the deadline allow: the recent jobs,
+            # those a reconciliation looks for, come first.
+            seen.extend(
+                api.list_recent_dicom_import_jobs(ds_id, FULL_LISTING_PAGES, deadline=deadline)[0]
+            )
         known = self._state.jobs(ds_id)
         listed_ids = {job.job_id for job in seen}
         left = [j for j in known.values() if j.active and j.job_id not in listed_ids]
@@ -166,7 +176,11 @@ class ImportJobs:
                     gone.append(job.job_id)
                     log.info("data store %s: import job %s no longer exists", ds_id, job.job_id)
                     continue
-                raise
+                # Counted, and read again next cycle; the other jobs' news is applied now.
+                errors[exc.outcome] += 1
+                log.error("data store %s: import jobs: %s", ds_id, exc)
+                if exc.outcome is Outcome.TIMEOUT:
+                    break
         changes = observe_jobs(
             ledger,
             known,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.aws import ApiError, ManifestReader
+from exporter.aws import ApiError, ClientFactory, ManifestReader
 from exporter.config import Config
 from exporter.emulator import EmulatorServer, Faults
 from exporter.imports.watcher import MANIFEST_TRIES
@@ -291,3 +291,18 @@ def test_read_import_job_counts_a_job_at_once_and_cycles_do_not_count_it_again(
     with pytest.raises(ApiError) as caught:
         service.poller.read_import_job(DEMO_DATASTORE, "f" * 32)
     assert caught.value.outcome is Outcome.NOT_FOUND
+
+
+def test_a_long_history_is_listed_as_far_as_the_page_bound_allows(
+    emulator: EmulatorServer, make_config: ConfigFactory
+) -> None:
+    emulator.backend.generate_import_jobs(DEMO_DATASTORE, 120)
+    config = make_config()
+    api = ClientFactory(config.aws, None, 2).for_datastore(config.datastores[0])
+    jobs, complete = api.list_recent_dicom_import_jobs(DEMO_DATASTORE, 2)
+    assert (len(jobs), complete) == (100, False)
+    jobs, complete = api.list_recent_dicom_import_jobs(DEMO_DATASTORE, 10)
+    assert (len({j.job_id for j in jobs}), complete) == (120, True)
+    # A deadline already passed still reads one page.
+    jobs, complete = api.list_recent_dicom_import_jobs(DEMO_DATASTORE, 10, deadline=0.0)
+    assert (len(jobs), complete) == (50, False)
