@@ -2,13 +2,13 @@
 
 Per data store and cycle (the poller calls `poll` on its own thread; no thread here):
 
-1. before the first sight (no ledger): list every job once (no status filter), a baseline
-   that counts nothing;
+1. before the first sight (no ledger): list every job once (no status filter, as many pages as
+   the bound and the deadline allow), a baseline that counts nothing;
 2. list SUBMITTED and IN_PROGRESS (two calls while few jobs run: the cost follows active
    jobs, not the years of history a data store keeps);
-3. every `import_jobs.reconcile_seconds`, instead list every job (no status filter, as many
-   pages as the history has): it finds the jobs that started and ended between two cycles,
-   which step 2 never sees;
+3. every `import_jobs.reconcile_seconds`, also list every job (no status filter, bounded as
+   the baseline): it finds the jobs that started and ended between two cycles, which step 2
+   never sees;
 4. read each job that left the active listings and was not in a reconciliation listing with
    GetDICOMImportJob, to learn how it ended;
 5. commit the changes (exporter.imports.ledger, pure) in one transaction;
