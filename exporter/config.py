@@ -26,9 +26,22 @@ ID_PATTERN = re.compile(r"[0-9a-z]{32}")
 ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 PER_IMAGE_SET_MODES = ("all", "failures_only", "none")
-RATE_LIMITED_OPERATIONS = ("ListImageSetVersions", "SearchImageSets", "GetImageSet")
+RATE_LIMITED_OPERATIONS = (
+    "ListImageSetVersions",
+    "SearchImageSets",
+    "GetImageSet",
+    "ListDICOMImportJobs",
+    "GetDICOMImportJob",
+)
 # Below the documented default quota of 25 requests/s per account and operation.
 DEFAULT_RATE_LIMIT = 20.0
+# Below their own quotas: ListDICOMImportJobs has 10 requests/s, GetDICOMImportJob 25; an
+# import-job check needs a handful of calls per cycle, so half the smaller quota is plenty.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = {
+    **dict.fromkeys(RATE_LIMITED_OPERATIONS, DEFAULT_RATE_LIMIT),
+    "ListDICOMImportJobs": 5.0,
+    "GetDICOMImportJob": 5.0,
+}
 
 PerImageSet = Literal["all", "failures_only", "none"]
 T = TypeVar("T")
@@ -50,9 +63,10 @@ class AwsSettings:
     read_timeout_seconds: float = 20.0
     max_attempts: int = 5
     retry_mode: Literal["standard", "adaptive"] = "standard"
-    rate_limits: Mapping[str, float] = field(
-        default_factory=lambda: dict.fromkeys(RATE_LIMITED_OPERATIONS, DEFAULT_RATE_LIMIT)
-    )
+    rate_limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    # S3, for import job manifests (import_jobs.read_manifests); like endpoint_url, for tests
+    # and VPC endpoints. Path-style addressing when set.
+    s3_endpoint_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,7 @@ class DatastoreSettings:
     image_sets: tuple[str, ...] | Literal["all"]
     region: str | None = None
     role_arn: str | None = None
+    import_jobs: bool | None = None  # None: import_jobs.enabled decides
 
     @property
     def discovers_all(self) -> bool:
@@ -97,6 +112,27 @@ class DiscoverySettings:
     # On the first start of a state file, versions changed this long before it count as new
     # (None: two poll intervals when sharded, else 0); see Config.initial_lookback_seconds.
     initial_lookback_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJobSettings:
+    """DICOM import jobs (issue 14): which data stores, how far back, how often to reconcile."""
+
+    # On by default: two ListDICOMImportJobs calls per data store and cycle (0.03 requests/s
+    # at a 60 s interval, against a 10/s quota) watch the other place data is lost.
+    enabled: bool = True
+    window_days: float = 7.0  # ended jobs counted in healthimaging_import_jobs
+    reconcile_seconds: float = 86_400.0  # how often COMPLETED/FAILED are listed in full
+    read_manifests: bool = False  # per-file counts from the jobs' output in S3
+
+    def enabled_for(self, datastore: DatastoreSettings) -> bool:
+        """Tell whether a data store's import jobs are watched."""
+        return self.enabled if datastore.import_jobs is None else datastore.import_jobs
+
+    @property
+    def window_seconds(self) -> float:
+        """Return the window of the ended jobs' gauge in seconds."""
+        return self.window_days * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +208,7 @@ class Config:
     web: WebSettings = field(default_factory=WebSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    import_jobs: ImportJobSettings = field(default_factory=ImportJobSettings)
     shard: int = 0
     total_shards: int = 1
 
@@ -399,12 +436,13 @@ def _read_aws(r: FieldReader, raw: object) -> AwsSettings:
         "max_attempts",
         "retry_mode",
         "rate_limits",
+        "s3_endpoint_url",
     )
     s = r.mapping(raw, "aws", keys)
     d = AwsSettings()
     limits_raw = r.mapping(s.get("rate_limits"), "aws.rate_limits", RATE_LIMITED_OPERATIONS)
     limits = {
-        op: r.get(limits_raw, "aws.rate_limits", op, _number(0.1, 10_000), DEFAULT_RATE_LIMIT)
+        op: r.get(limits_raw, "aws.rate_limits", op, _number(0.1, 10_000), DEFAULT_RATE_LIMITS[op])
         for op in RATE_LIMITED_OPERATIONS
     }
     retry_mode: str = r.get(s, "aws", "retry_mode", _choice(("standard", "adaptive")), "standard")
@@ -422,6 +460,21 @@ def _read_aws(r: FieldReader, raw: object) -> AwsSettings:
         max_attempts=r.get(s, "aws", "max_attempts", _integer(1, 20), d.max_attempts),
         retry_mode="adaptive" if retry_mode == "adaptive" else "standard",
         rate_limits=limits,
+        s3_endpoint_url=r.get(s, "aws", "s3_endpoint_url", _url, None),
+    )
+
+
+def _read_import_jobs(r: FieldReader, raw: object) -> ImportJobSettings:
+    keys = ("enabled", "window_days", "reconcile_seconds", "read_manifests")
+    s = r.mapping(raw, "import_jobs", keys)
+    d = ImportJobSettings()
+    return ImportJobSettings(
+        enabled=r.get(s, "import_jobs", "enabled", _boolean, d.enabled),
+        window_days=r.get(s, "import_jobs", "window_days", _number(0.01, 366), d.window_days),
+        reconcile_seconds=r.get(
+            s, "import_jobs", "reconcile_seconds", _number(60, 90 * 86_400), d.reconcile_seconds
+        ),
+        read_manifests=r.get(s, "import_jobs", "read_manifests", _boolean, d.read_manifests),
     )
 
 
@@ -466,7 +519,9 @@ def _read_datastores(r: FieldReader, raw: object) -> tuple[DatastoreSettings, ..
     result: list[DatastoreSettings] = []
     for index, item in enumerate(raw):
         where = f"datastores[{index}]"
-        s = r.mapping(item, where, ("datastore_id", "image_sets", "region", "role_arn"))
+        s = r.mapping(
+            item, where, ("datastore_id", "image_sets", "region", "role_arn", "import_jobs")
+        )
         if not isinstance(item, Mapping):
             continue
         if s.get("datastore_id") is None:
@@ -477,6 +532,7 @@ def _read_datastores(r: FieldReader, raw: object) -> tuple[DatastoreSettings, ..
                 image_sets=_read_image_sets(r, s, where),
                 region=r.get(s, where, "region", _REGION, None),
                 role_arn=r.get(s, where, "role_arn", _ROLE_ARN, None),
+                import_jobs=r.get(s, where, "import_jobs", _boolean, None),
             )
         )
     ids = [d.datastore_id for d in result if d.datastore_id]
@@ -501,6 +557,7 @@ def parse_config(data: object, source: str = "config") -> Config:
         "web",
         "metrics",
         "discovery",
+        "import_jobs",
         "shard",
         "total_shards",
     )
@@ -558,6 +615,7 @@ def parse_config(data: object, source: str = "config") -> Config:
                 discovery, "discovery", "initial_lookback_seconds", _number(0, 86_400), None
             ),
         ),
+        import_jobs=_read_import_jobs(r, top.get("import_jobs")),
         shard=shard,
         total_shards=total_shards,
     )

@@ -23,6 +23,7 @@ from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSumm
 from exporter.config import Config, DatastoreSettings
 from exporter.discovery import Backfill, Discovery
 from exporter.execute import Execution, ListingPool
+from exporter.imports.watcher import ImportJobs
 from exporter.ingest import Ingest, Ingested, describe
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # How long one call of run_backfills keeps paging before it returns to its scheduler.
 BACKFILL_SLICE_SECONDS = 5.0
+# The share of a cycle's deadline the import-job calls may take (exporter.imports).
+IMPORT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,10 @@ class Poller:
         metrics: ExporterMetrics,
         publish: Callable[[FleetView], None],
         clock: Callable[[], float] = time.time,
+        imports: ImportJobs | None = None,
     ) -> None:
         self._config = config
+        self._imports = imports  # None: import jobs are not watched (unit tests' fakes)
         self._clients = clients
         self._metrics = metrics
         self._publish = publish
@@ -194,6 +199,17 @@ class Poller:
         errors = {ds.datastore_id: Counter[Outcome]() for ds in config.datastores}
         try:
             plans, apis = self._plan(config, errors, started + config.poll.deadline_seconds)
+            if self._imports is not None:
+                # Before the listings, so a long cycle never starves them, and with half the
+                # cycle's time at most, so a throttled import budget never starves the listings.
+                self._imports.poll(
+                    config,
+                    apis,
+                    self._clients.manifests_for_datastore,
+                    errors,
+                    started + config.poll.deadline_seconds * IMPORT_SHARE,
+                    self._stop,
+                )
             result = self._execute(config, plans, apis, errors, started)
             for ds in config.datastores:
                 if ds.discovers_all:
@@ -351,6 +367,23 @@ class Poller:
                 if time.monotonic() >= end:
                     break
 
+    def read_import_job(self, datastore_id: str, job_id: str) -> bool:
+        """Read one import job now and apply it as a cycle would; publish if it counted.
+
+        For event-driven reads (an import job's EventBridge event): return whether the job was
+        counted as ended; raise ApiError if it cannot be read. False when import jobs are not
+        watched for the data store or it is not configured.
+        """
+        config = self._config
+        ds = next((d for d in config.datastores if d.datastore_id == datastore_id), None)
+        if self._imports is None or ds is None:
+            return False
+        api = self._clients.for_datastore(ds)
+        counted = self._imports.ingest_job(config, ds, api, job_id)
+        if counted:
+            self.publish_view()
+        return counted
+
     def view(self) -> FleetView:
         """Build an immutable view of the current state for rendering."""
         config = self._config
@@ -360,7 +393,13 @@ class Poller:
                 ds.datastore_id: self._datastore_view(ds, self._state.record(ds.datastore_id))
                 for ds in config.datastores
             }
-        return FleetView(image_sets, counters, MappingProxyType(datastores))
+        imports = self._imports.views(config) if self._imports is not None else None
+        return FleetView(
+            image_sets,
+            counters,
+            MappingProxyType(datastores),
+            imports if imports is not None else MappingProxyType({}),
+        )
 
     def _datastore_view(self, ds: DatastoreSettings, record: DatastoreRecord) -> DatastoreView:
         return DatastoreView(

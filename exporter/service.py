@@ -12,8 +12,10 @@ from prometheus_client import CollectorRegistry
 from exporter.aws import ApiError, AttemptRecorder, ClientFactory
 from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
+from exporter.imports.watcher import ImportJobs
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
+from exporter.metrics.imports import ImportJobCollector
 from exporter.metrics.own import ExporterMetrics, process_registry
 from exporter.metrics.view import FleetView
 from exporter.outcomes import Outcome
@@ -89,10 +91,16 @@ class ExporterService:
         self.process_registry = process_registry()
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
-        self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
+        self._collectors = (
+            ImageSetCollector(),
+            EventCollector(),
+            DatastoreCollector(),
+            ImportJobCollector(),
+        )
         self.store = store if store is not None else SnapshotStore(config.state.path)
         try:
             self.state = FleetState(self.store)
+            self.imports = ImportJobs(self.store, clock)
         except BaseException:
             self.store.close()
             raise
@@ -101,7 +109,13 @@ class ExporterService:
         self._budget = budget_for(config, self._stopping)
         self._note_config(config)
         self.poller = Poller(
-            config, self._clients(config), self.state, self.metrics, self._publish, clock
+            config,
+            self._clients(config),
+            self.state,
+            self.metrics,
+            self._publish,
+            clock,
+            imports=self.imports,
         )
         self.poller.publish_view()
 
@@ -124,7 +138,7 @@ class ExporterService:
             self.metrics.set_budget(self._budget.rates())
             # The state layer reports its write health; the gauges are set here.
             self.metrics.state_writable.set(1 if self.state.writable else 0)
-            failures = self.state.write_failures
+            failures = self.state.write_failures + self.imports.write_failures
             if failures > self._write_failures_counted:
                 self.metrics.state_write_errors.inc(failures - self._write_failures_counted)
                 self._write_failures_counted = failures

@@ -9,8 +9,9 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.model import TIMESTAMP_FAMILIES, CounterKey, ImageSetKey, ImageSetSnapshot, Version
 
@@ -192,6 +193,33 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE datastores ADD COLUMN shard_assignment TEXT;
     ALTER TABLE datastores ADD COLUMN resharded_at REAL;
     ALTER TABLE datastores ADD COLUMN watched_until REAL;
+    """,
+    # Import jobs (issue 14; exporter/imports/store.py reads and writes these three tables).
+    """
+    CREATE TABLE import_ledgers (
+        datastore_id TEXT PRIMARY KEY,
+        baseline_at REAL NOT NULL,
+        pruned_before REAL,
+        reconciled_at REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE import_jobs (
+        datastore_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        job_status TEXT NOT NULL,
+        submitted_at REAL,
+        ended_at REAL,
+        manifest_pending INTEGER NOT NULL DEFAULT 0,
+        output_s3_uri TEXT,
+        manifest_tries INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (datastore_id, job_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE import_counters (
+        datastore_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        label TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (datastore_id, name, label)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -384,6 +412,25 @@ class SnapshotStore:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def write_rows(self, batches: Iterable[tuple[str, Iterable[Sequence[object]]]]) -> None:
+        """Run each (statement, rows) with executemany, all in one transaction.
+
+        For tables another module owns (exporter/imports/store.py): one commit or none.
+        """
+        try:
+            with self._transaction():
+                for statement, rows in batches:
+                    self._db.executemany(statement, rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def read_rows(self, statement: str) -> list[tuple[Any, ...]]:
+        """Return every row of a query (at start-up, for tables another module owns)."""
+        try:
+            return list(self._db.execute(statement))
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
 
     def check_integrity(self) -> str:
         """Run SQLite's integrity check; return 'ok' or the first problem."""

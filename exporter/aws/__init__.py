@@ -2,6 +2,7 @@
 
 - parsing: answers (any JSON) to typed data or ApiError(MALFORMED_RESPONSE), pure
 - client: HealthImagingApi (bounded paging, deadlines, error mapping) and ClientFactory
+- manifests: the file counts of import jobs' output in S3 (ManifestReader), nothing else
 - attempts: the per-attempt hook feeding the rate budget and request counters
 """
 
@@ -20,8 +21,10 @@ from exporter.aws.client import (
     silence_payload_logging,
 )
 from exporter.aws.errors import ApiError, classify_error_code
+from exporter.aws.manifests import ManifestCounts, ManifestReader
 from exporter.aws.parsing import (
     ImageSetSummary,
+    ImportJob,
     parse_summary,
     parse_version,
     read_search_page,
@@ -39,6 +42,9 @@ __all__ = [
     "ClientFactory",
     "HealthImagingApi",
     "ImageSetSummary",
+    "ImportJob",
+    "ManifestCounts",
+    "ManifestReader",
     "classify_attempt",
     "classify_error_code",
     "parse_summary",

@@ -23,6 +23,8 @@ RESULT_KEYS: dict[str, str | None] = {
     "GetImageSet": "imageSetId",
     "GetDatastore": "datastoreProperties",
     "ListDatastores": None,
+    "ListDICOMImportJobs": "jobSummaries",
+    "GetDICOMImportJob": "jobProperties",
 }
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -21,8 +22,12 @@ from botocore.parsers import ResponseParserFactory
 from exporter import __version__
 from exporter.aws.attempts import SERVICE, AttemptObserver, hook_attempts
 from exporter.aws.errors import UNREADABLE_CODE, ApiError, classify_error_code, malformed, shown
+from exporter.aws.manifests import ManifestReader
 from exporter.aws.parsing import (
     ImageSetSummary,
+    ImportJob,
+    read_import_job,
+    read_import_jobs_page,
     read_next_token,
     read_search_page,
     read_versions_page,
@@ -39,6 +44,8 @@ PAGE_SIZE = 50
 # versions of one image set, far beyond any real history; a search window is bounded too.
 MAX_VERSION_PAGES = 1000
 MAX_SEARCH_PAGES = 2000
+# A baseline or reconciliation lists every ended import job: 400 pages are 20,000 jobs.
+MAX_IMPORT_JOB_PAGES = 400
 
 # botocore logs whole request and response bodies at DEBUG: search results carry patient data
 # and requests carry signed headers. Whoever configures logging, these stay at WARNING.
@@ -133,11 +140,64 @@ class HealthImagingApi:
         max_version_pages: int = MAX_VERSION_PAGES,
         max_search_pages: int = MAX_SEARCH_PAGES,
         monotonic: Callable[[], float] = time.monotonic,
+        max_import_job_pages: int = MAX_IMPORT_JOB_PAGES,
     ) -> None:
         self._client = client
         self._max_version_pages = max_version_pages
         self._max_search_pages = max_search_pages
+        self._max_import_job_pages = max_import_job_pages
         self._monotonic = monotonic
+
+    def list_dicom_import_jobs(
+        self, datastore_id: str, status: str | None = None, *, deadline: float | None = None
+    ) -> list[ImportJob]:
+        """Return the data store's import jobs (ListDICOMImportJobs), of one status if given."""
+        operation = "ListDICOMImportJobs"
+        params = {"datastoreId": datastore_id}
+        if status is not None:
+            params["jobStatus"] = status
+        subject = f"data store {datastore_id} {status or 'all'}"
+        jobs: list[ImportJob] = []
+        for page in self._pages(operation, subject, params, self._max_import_job_pages, deadline):
+            with _named(operation, subject):
+                jobs.extend(read_import_jobs_page(page)[0])
+        return jobs
+
+    def list_recent_dicom_import_jobs(
+        self, datastore_id: str, max_pages: int, *, deadline: float | None = None
+    ) -> tuple[list[ImportJob], bool]:
+        """Return the data store's jobs of every status, page by page, as far as time allows.
+
+        At most `max_pages` pages, and no page started after `deadline` (the first one always
+        is); returns the jobs read and whether the listing was complete. The API has no time
+        filter and a data store keeps years of jobs: a baseline or reconciliation takes the
+        pages it can rather than failing for ever on a long history.
+        """
+        operation = "ListDICOMImportJobs"
+        params = {"datastoreId": datastore_id}
+        subject = f"data store {datastore_id} all"
+        jobs: list[ImportJob] = []
+        pages = self._pages(operation, subject, params, max(1, max_pages) + 1, None)
+        for number, page in enumerate(pages, 1):
+            with _named(operation, subject):
+                found, token = read_import_jobs_page(page)
+            jobs.extend(found)
+            if token is None:
+                return jobs, True
+            if number >= max_pages or (deadline is not None and self._monotonic() >= deadline):
+                return jobs, False
+        return jobs, True
+
+    def get_dicom_import_job(
+        self, datastore_id: str, job_id: str, *, deadline: float | None = None
+    ) -> ImportJob:
+        """Return one import job (GetDICOMImportJob): how it ended, and its output folder."""
+        operation = "GetDICOMImportJob"
+        self._check_deadline(operation, deadline)
+        with _translated(operation):
+            answer = self._client.get_dicom_import_job(datastoreId=datastore_id, jobId=job_id)
+        with _named(operation, f"import job {job_id}"):
+            return read_import_job(answer)
 
     def list_image_set_versions(
         self, datastore_id: str, image_set_id: str, *, deadline: float | None = None
@@ -254,7 +314,8 @@ def _named(operation: str, subject: str) -> Iterator[None]:
 
 
 def _snake(operation: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
+    # botocore's own name mapping: ListDICOMImportJobs is list_dicom_import_jobs.
+    return str(botocore.xform_name(operation))
 
 
 class ClientFactory:
@@ -269,6 +330,7 @@ class ClientFactory:
         self._pool_size = pool_size
         self._lock = threading.Lock()
         self._apis: dict[tuple[str, str | None], HealthImagingApi] = {}
+        self._manifests: dict[tuple[str, str | None], ManifestReader] = {}
         self._base_session: boto3.Session | None = None
 
     def for_datastore(self, datastore: DatastoreSettings) -> HealthImagingApi:
@@ -281,6 +343,33 @@ class ClientFactory:
                 api = HealthImagingApi(self._create_client(region, role))
                 self._apis[(region, role)] = api
             return api
+
+    def manifests_for_datastore(self, datastore: DatastoreSettings) -> ManifestReader:
+        """Return the S3 reader of import job manifests, with the data store's region and role."""
+        region = datastore.region or self._settings.region
+        role = datastore.role_arn or self._settings.role_arn
+        with self._lock:
+            reader = self._manifests.get((region, role))
+            if reader is None:
+                reader = ManifestReader(self._create_s3_client(region, role))
+                self._manifests[(region, role)] = reader
+            return reader
+
+    def _create_s3_client(self, region: str, role_arn: str | None) -> Any:
+        s = self._settings
+        config = BotoConfig(
+            region_name=region,
+            connect_timeout=s.connect_timeout_seconds,
+            read_timeout=s.read_timeout_seconds,
+            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+            max_pool_connections=2,
+            # An explicit endpoint (moto in tests, a VPC endpoint) takes bucket names in the path.
+            s3={"addressing_style": "path"} if s.s3_endpoint_url else {},
+            user_agent_extra=f"healthimaging-exporter/{__version__}",
+        )
+        return self._session(region, role_arn).client(
+            "s3", region_name=region, endpoint_url=s.s3_endpoint_url, config=config
+        )
 
     def _session(self, region: str, role_arn: str | None) -> boto3.Session:
         if self._base_session is None:

@@ -166,7 +166,9 @@ def _boolean(item: Mapping[str, Any], name: str, field: str) -> bool | None:
     raise malformed(f"{field} is a {_kind(value)}, not a boolean")
 
 
-def _timestamp(item: Mapping[str, Any], name: str, image_set_id: str) -> float | None:
+def _timestamp(
+    item: Mapping[str, Any], name: str, image_set_id: str, subject: str | None = None
+) -> float | None:
     value = item.get(name)
     if value is None:
         return None
@@ -179,11 +181,82 @@ def _timestamp(item: Mapping[str, Any], name: str, image_set_id: str) -> float |
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value) if abs(value) < 1e300 else None
     if seconds is None or not math.isfinite(seconds) or not 0 <= seconds < _LATEST_TIMESTAMP:
-        raise malformed(f"image set {image_set_id}: {name} is not a date: {shown(value)}")
+        where = subject or f"image set {image_set_id}"
+        raise malformed(f"{where}: {name} is not a date: {shown(value)}")
     return seconds
 
 
 def _kind(value: object) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+# The model's JobId pattern and length; it becomes a key of stored state, never a label.
+JOB_ID = re.compile(r"[0-9a-z]{1,32}")
+S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
+S3_URI_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ImportJob:
+    """A DICOM import job reduced to what the exporter counts: no name, no input, no message.
+
+    `reason` is the bounded code of a FAILED job's message (exporter.reasons); `output_s3_uri`
+    (the job's output folder) only comes from GetDICOMImportJob.
+    """
+
+    job_id: str
+    status: str
+    submitted_at: float | None = None
+    ended_at: float | None = None
+    reason: str | None = None
+    output_s3_uri: str | None = None
+
+
+def read_import_jobs_page(page: object) -> tuple[list[ImportJob], str | None]:
+    """Return one ListDICOMImportJobs page's jobs and its next token."""
+    items = _result_list(page, "jobSummaries")
+    return [parse_import_job(item, "jobSummaries") for item in items], read_next_token(page)
+
+
+def read_import_job(answer: object) -> ImportJob:
+    """Return the job of a GetDICOMImportJob answer."""
+    if not isinstance(answer, Mapping):
+        raise malformed(f"the answer is a {_kind(answer)}, not an object")
+    error = answer.get("Error")
+    if isinstance(error, Mapping):
+        raise malformed(str(error.get("Message") or "the answer could not be parsed"))
+    properties = answer.get("jobProperties")
+    if properties is None:
+        raise malformed("jobProperties is missing")
+    return parse_import_job(properties, "jobProperties")
+
+
+def parse_import_job(item: object, where: str) -> ImportJob:
+    """Turn a DICOMImportJobSummary or DICOMImportJobProperties into an ImportJob."""
+    if not isinstance(item, Mapping):
+        raise malformed(f"{where} holds a {_kind(item)}, not an object")
+    job_id = item.get("jobId")
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise malformed(f"jobId is not 1 to 32 of [0-9a-z]: {shown(job_id)}")
+    status = _enum(item, "jobStatus")
+    if status is None:
+        raise malformed(f"import job {job_id}: jobStatus is missing")
+    message = item.get("message")
+    if message is not None and not isinstance(message, str):
+        raise malformed(f"import job {job_id}: message is a {_kind(message)}, not a string")
+    output = item.get("outputS3Uri")
+    if output is not None and (
+        not isinstance(output, str) or len(output) > S3_URI_MAX or not S3_URI.fullmatch(output)
+    ):
+        raise malformed(f"import job {job_id}: outputS3Uri is not an s3:// URI")
+    return ImportJob(
+        job_id=job_id,
+        status=sys.intern(status),
+        submitted_at=_timestamp(item, "submittedAt", "", f"import job {job_id}"),
+        ended_at=_timestamp(item, "endedAt", "", f"import job {job_id}"),
+        # Free text stops here: only its bounded leading code goes on.
+        reason=reason_code(message) if status == "FAILED" else None,
+        output_s3_uri=output,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.config import PerImageSet
+from exporter.imports.watcher import ImportJobsView
 from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot
 
 
@@ -33,3 +34,5 @@ class FleetView:
     )
     counters: Mapping[CounterKey, float] = field(default_factory=lambda: MappingProxyType({}))
     datastores: Mapping[str, DatastoreView] = field(default_factory=lambda: MappingProxyType({}))
+    # Per data store whose import jobs are watched (exporter/imports).
+    import_jobs: Mapping[str, ImportJobsView] = field(default_factory=lambda: MappingProxyType({}))

@@ -164,7 +164,7 @@ def test_schema_2_state_migrates_with_its_counters(tmp_path: Path) -> None:
     db.close()
     store = SnapshotStore(str(path))
     state = store.load()
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert state.counters == {FAILED: 4.0}
     record = state.datastores[KEY.datastore_id]
     assert record.last_success == 7.0 and record.shard_assignment is None
