@@ -26,9 +26,16 @@ ID_PATTERN = re.compile(r"[0-9a-z]{32}")
 ROLE_ARN_PATTERN = re.compile(r"arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 PER_IMAGE_SET_MODES = ("all", "failures_only", "none")
-RATE_LIMITED_OPERATIONS = ("ListImageSetVersions", "SearchImageSets", "GetImageSet")
+RATE_LIMITED_OPERATIONS = ("ListImageSetVersions", "SearchImageSets", "GetImageSet", "GetDatastore")
 # Below the documented default quota of 25 requests/s per account and operation.
 DEFAULT_RATE_LIMIT = 20.0
+# Each below its operation's default quota where that is lower: GetDatastore's is 10/s.
+DEFAULT_RATE_LIMITS: Mapping[str, float] = {
+    "ListImageSetVersions": DEFAULT_RATE_LIMIT,
+    "SearchImageSets": DEFAULT_RATE_LIMIT,
+    "GetImageSet": DEFAULT_RATE_LIMIT,
+    "GetDatastore": 5.0,
+}
 
 PerImageSet = Literal["all", "failures_only", "none"]
 T = TypeVar("T")
@@ -50,9 +57,7 @@ class AwsSettings:
     read_timeout_seconds: float = 20.0
     max_attempts: int = 5
     retry_mode: Literal["standard", "adaptive"] = "standard"
-    rate_limits: Mapping[str, float] = field(
-        default_factory=lambda: dict.fromkeys(RATE_LIMITED_OPERATIONS, DEFAULT_RATE_LIMIT)
-    )
+    rate_limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,9 @@ class DiscoverySettings:
     reconcile_seconds: float = 86_400.0
     # Explicit lists longer than this use search-based change detection too.
     list_threshold: int = 500
+    # Each data store's status and name (GetDatastore) are read this often, in the first cycle
+    # due; 0 never reads them (no status series, and `up` ignores the status).
+    datastore_status_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +283,7 @@ def _read_aws(r: FieldReader, raw: object) -> AwsSettings:
     d = AwsSettings()
     limits_raw = r.mapping(s.get("rate_limits"), "aws.rate_limits", RATE_LIMITED_OPERATIONS)
     limits = {
-        op: r.get(limits_raw, "aws.rate_limits", op, _number(0.1, 10_000), DEFAULT_RATE_LIMIT)
+        op: r.get(limits_raw, "aws.rate_limits", op, _number(0.1, 10_000), DEFAULT_RATE_LIMITS[op])
         for op in RATE_LIMITED_OPERATIONS
     }
     retry_mode: str = r.get(s, "aws", "retry_mode", _choice(("standard", "adaptive")), "standard")
@@ -382,7 +390,7 @@ def parse_config(data: object, source: str = "config") -> Config:
     discovery = r.mapping(
         top.get("discovery"),
         "discovery",
-        ("overlap_seconds", "reconcile_seconds", "list_threshold"),
+        ("overlap_seconds", "reconcile_seconds", "list_threshold", "datastore_status_seconds"),
     )
     d = DiscoverySettings()
     host, port = r.get(web, "web", "listen_address", _listen_address, ("127.0.0.1", 9890))
@@ -414,6 +422,13 @@ def parse_config(data: object, source: str = "config") -> Config:
             ),
             list_threshold=r.get(
                 discovery, "discovery", "list_threshold", _integer(1), d.list_threshold
+            ),
+            datastore_status_seconds=r.get(
+                discovery,
+                "discovery",
+                "datastore_status_seconds",
+                _number(0, 86_400),
+                d.datastore_status_seconds,
             ),
         ),
         shard=shard,

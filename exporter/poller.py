@@ -24,6 +24,7 @@ from exporter.config import Config, DatastoreSettings
 from exporter.discovery import Backfill, Discovery
 from exporter.execute import Execution, ListingPool
 from exporter.ingest import Ingest, Ingested, describe
+from exporter.lifecycle import DatastoreLifecycle
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import ImageSetKey
@@ -91,6 +92,7 @@ class Poller:
         self._backfill_pool = ListingPool("backfill", config.poll.concurrency)
         self._backfills: dict[str, Backfill] = {}
         self._up: dict[str, bool] = {}
+        self._lifecycle = DatastoreLifecycle()
         self.completed_cycles = 0
         self._ingest.overlap_seconds = config.discovery.overlap_seconds
         self._forget_unconfigured()
@@ -125,6 +127,8 @@ class Poller:
             ids = {ds.datastore_id for ds in config.datastores}
             self._up = {ds: up for ds, up in self._up.items() if ds in ids}
             self._discovery.forget(ids)
+            self._lifecycle.forget(ids)
+            self._lifecycle.expire()
             self._cycle_pool.resize(config.poll.concurrency)
             self._backfill_pool.resize(config.poll.concurrency)
             self._ingest.overlap_seconds = config.discovery.overlap_seconds
@@ -193,7 +197,7 @@ class Poller:
             plans, apis = self._plan(config, errors, started + config.poll.deadline_seconds)
             result = self._execute(config, plans, apis, errors, started)
             for ds in config.datastores:
-                if ds.discovers_all:
+                if ds.discovers_all and self._lifecycle.listable(ds.datastore_id):
                     self._ensure_backfill(config, ds)
         except Exception as exc:
             # A bug outside any one image set: every data store is reported down this cycle.
@@ -210,13 +214,22 @@ class Poller:
     def _plan(
         self, config: Config, errors: dict[str, Counter[Outcome]], deadline: float
     ) -> tuple[list[DatastorePlan], dict[str, HealthImagingApi]]:
-        """Search what needs searching, then plan each data store."""
+        """Check each data store's status when due, search what needs searching, then plan.
+
+        A data store that has no image sets to read (CREATING, CREATE_FAILED, DELETING,
+        DELETED) is not searched or listed: the calls would only fail, and a deleted data
+        store's image sets would each be counted as deleted; its last known state and counters
+        stay as they were, and its search cursor waits for it to be ACTIVE again.
+        """
         plans: list[DatastorePlan] = []
         apis: dict[str, HealthImagingApi] = {}
         for ds in config.datastores:
             ds_id = ds.datastore_id
             try:
                 apis[ds_id] = api = self._clients.for_datastore(ds)
+                self._lifecycle.refresh(config, ds, api, errors[ds_id], deadline)
+                if not self._lifecycle.listable(ds_id):
+                    continue
                 hits, until = self._search(config, ds, api, errors[ds_id], deadline)
                 reconcile = self._discovery.reconcile(config, ds)
                 plans.append(plan_datastore(config, ds, self._state.get, hits, until, reconcile))
@@ -360,6 +373,7 @@ class Poller:
         return FleetView(image_sets, counters, MappingProxyType(datastores))
 
     def _datastore_view(self, ds: DatastoreSettings, record: DatastoreRecord) -> DatastoreView:
+        properties = self._lifecycle.known.get(ds.datastore_id)
         return DatastoreView(
             datastore_id=ds.datastore_id,
             per_image_set=self._config.metrics.mode_for(ds),
@@ -369,6 +383,8 @@ class Poller:
             backfill_listed=record.backfill_listed,
             backfill_complete=record.backfill_complete,
             region=ds.region or self._config.aws.region,
+            name=properties.name if properties is not None else None,
+            status=properties.status if properties is not None else None,
         )
 
     def publish_view(self) -> None:

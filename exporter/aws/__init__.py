@@ -1,7 +1,8 @@
 """The AWS boundary: the only boto3 user; plain dataclasses out, DICOM data dropped.
 
 - parsing: answers (any JSON) to typed data or ApiError(MALFORMED_RESPONSE), pure
-- client: HealthImagingApi (bounded paging, deadlines, error mapping) and ClientFactory
+- client: HealthImagingApi (bounded paging, deadlines, error mapping, data store status) and
+  ClientFactory
 - attempts: the per-attempt hook feeding the rate budget and request counters
 """
 
@@ -21,7 +22,9 @@ from exporter.aws.client import (
 )
 from exporter.aws.errors import ApiError, classify_error_code
 from exporter.aws.parsing import (
+    DatastoreProperties,
     ImageSetSummary,
+    parse_datastore,
     parse_summary,
     parse_version,
     read_search_page,
@@ -37,10 +40,12 @@ __all__ = [
     "AttemptObserver",
     "AttemptRecorder",
     "ClientFactory",
+    "DatastoreProperties",
     "HealthImagingApi",
     "ImageSetSummary",
     "classify_attempt",
     "classify_error_code",
+    "parse_datastore",
     "parse_summary",
     "parse_version",
     "read_search_page",

@@ -21,6 +21,18 @@ DATASTORE_ID = "12345678901234567890123456789012"
 EXPORTER_SOURCES = sorted(
     p for p in (ROOT / "exporter").rglob("*.py") if "emulator" not in p.relative_to(ROOT).parts
 )
+# Issue 14's import-job watch (on by default) calls these; its code comes from another branch.
+# The policy allows them ahead of that code; once the code calls them the scan below finds them
+# and this set adds nothing. Only Read/List actions of the model may be here (checked below).
+AHEAD_OF_THE_CODE = {"ListDICOMImportJobs", "GetDICOMImportJob"}
+# The optional policies: each grants exactly these actions, on one resource of its service.
+OPTIONAL_POLICIES = {
+    "policy-import-manifests.json": ("s3", {"s3:GetObject"}),
+    "policy-events.json": (
+        "sqs",
+        {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    ),
+}
 # Findings parliament reports on a file that are expected, each with its justification.
 JUSTIFIED = {
     "assume-role-policy.json": {
@@ -145,13 +157,106 @@ def test_the_exporter_calls_what_it_polls_with() -> None:
 
 def test_policy_allows_exactly_the_operations_the_exporter_calls() -> None:
     called = {f"medical-imaging:{op}" for op in operations_the_exporter_calls()}
+    ahead = {f"medical-imaging:{op}" for op in AHEAD_OF_THE_CODE}
     allowed = actions("policy.json")
-    assert allowed - called == set(), "allowed but never called: drop them"
+    assert allowed - called - ahead == set(), "allowed but never called: drop them"
     assert called - allowed == set(), "called but not allowed: the exporter would be denied"
     assert all(s["Effect"] == "Allow" for s in statements("policy.json"))
     levels = {p["privilege"]: p["access_level"] for p in medical_imaging_definition()["privileges"]}
     for action in allowed:
         assert levels[action.split(":", 1)[1]] in {"Read", "List"}, action
+
+
+def test_the_exporter_reads_data_store_status() -> None:
+    assert "GetDatastore" in operations_the_exporter_calls()
+    assert "medical-imaging:GetDatastore" in actions("policy.json")
+
+
+def operations_of(service: str) -> dict[str, str]:
+    """Every operation of a botocore service model, by its name and its client method name."""
+    model = botocore.session.get_session().get_service_model(service)
+    names = {name: name for name in model.operation_names}
+    names.update({xform_name(name): name for name in model.operation_names})
+    return names
+
+
+def calls_of(service: str) -> set[str]:
+    """The operations of `service` the exporter calls.
+
+    Method calls named after one of its operations, in modules that name the service (the
+    `"s3"` or `"sqs"` literal a client is created with).
+    """
+    known = operations_of(service)
+    called: set[str] = set()
+    for path in EXPORTER_SOURCES:
+        tree = ast.parse(path.read_text())
+        literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        if service not in literals:
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in known
+            ):
+                called.add(f"{service}:{known[node.func.attr]}")
+    return called
+
+
+def arn_format(fmt: str, last_may_be_wildcard: bool) -> re.Pattern[str]:
+    """An ARN format of the Service Authorization Reference as a pattern.
+
+    Each variable is filled without wildcards, but an object key may end in `/*` (a prefix).
+    """
+    parts = re.split(r"\$\{(\w+)\}", fmt)  # literal, name, literal, ...
+    last = len(parts) - 2
+    pattern = "".join(
+        re.escape(part)
+        if i % 2 == 0
+        else r"[^*]+(?:/\*)?"
+        if i == last and last_may_be_wildcard
+        else r"[^*/:]+"
+        for i, part in enumerate(parts)
+    )
+    return re.compile(pattern)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL_POLICIES))
+def test_optional_policies_grant_what_the_feature_calls_on_one_resource(name: str) -> None:
+    service, granted = OPTIONAL_POLICIES[name]
+    assert actions(name) == granted
+    # Whatever the exporter's code calls of the service must be granted (the code reading
+    # import manifests and consuming events comes from other branches: checked once merged).
+    assert calls_of(service) <= granted
+    definition = next(s for s in iam_definition if s["prefix"] == service)
+    formats = {r["resource"]: r["arn"] for r in definition["resources"]}
+    for statement in statements(name):
+        assert statement["Effect"] == "Allow"
+        (resource,) = as_list(statement["Resource"])
+        for action in as_list(statement["Action"]):
+            privilege = next(
+                p for p in definition["privileges"] if p["privilege"] == action.split(":")[1]
+            )
+            required = [
+                t["resource_type"].rstrip("*")
+                for t in privilege["resource_types"]
+                if t["resource_type"].endswith("*")
+            ]
+            assert required, f"{action} supports no resource scoping"
+            assert any(
+                arn_format(formats[t], t == "object").fullmatch(resource) for t in required
+            ), (action, resource)
+
+
+def test_optional_policy_resources_are_the_queue_and_the_output_prefix() -> None:
+    (events,) = statements("policy-events.json")
+    assert as_list(events["Resource"]) == [
+        "arn:aws:sqs:us-east-1:123456789012:healthimaging-exporter-events"
+    ]
+    (manifests,) = statements("policy-import-manifests.json")
+    (resource,) = as_list(manifests["Resource"])
+    bucket, _, prefix = resource.removeprefix("arn:aws:s3:::").partition("/")
+    assert bucket and prefix.endswith("/*") and len(prefix) > 2  # a prefix, not the whole bucket
 
 
 def test_role_assumption_is_allowed_exactly_when_the_exporter_assumes_roles() -> None:
