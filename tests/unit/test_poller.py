@@ -272,8 +272,8 @@ def test_a_data_store_not_active_is_down_with_its_reason_and_not_listed(
         h = Harness(store, status_every(config, 1e-9), apis)  # read every cycle
         h.poller.run_cycle()
         assert h.up(BAD_DS) is True
-        view = h.views[-1].datastores[BAD_DS]
-        assert (view.name, view.status) == ("store-bbbb", "ACTIVE")
+        ds_view = h.views[-1].datastores[BAD_DS]
+        assert (ds_view.name, ds_view.status) == ("store-bbbb", "ACTIVE")
         listed = apis[BAD_DS].listings
         apis[BAD_DS].datastore_status = "DELETING"
         for _ in range(2):
