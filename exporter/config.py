@@ -102,6 +102,9 @@ class DiscoverySettings:
     # Each data store's status and name (GetDatastore) are read this often, in the first cycle
     # due; 0 never reads them (no status series, and `up` ignores the status).
     datastore_status_seconds: float = 300.0
+    # On the first start of a state file, versions changed this long before it count as new
+    # (None: two poll intervals when sharded, else 0); see Config.initial_lookback_seconds.
+    initial_lookback_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,20 @@ class Config:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     shard: int = 0
     total_shards: int = 1
+
+    @property
+    def initial_lookback_seconds(self) -> float:
+        """How far back a new state file's first sights count changes as new.
+
+        A sharded process that starts with an empty state file is most often joining a running
+        fleet (a scale-up): its image sets were watched by another process until a moment ago,
+        so what changed while they moved must count. An unsharded first start is the first
+        sight of the fleet: a baseline.
+        """
+        configured = self.discovery.initial_lookback_seconds
+        if configured is not None:
+            return configured
+        return 2 * self.poll.interval_seconds if self.total_shards > 1 else 0.0
 
     def with_shard(self, shard: int | None, total_shards: int | None) -> Config:
         """Return the config with command-line shard flags applied and checked."""
@@ -390,7 +407,13 @@ def parse_config(data: object, source: str = "config") -> Config:
     discovery = r.mapping(
         top.get("discovery"),
         "discovery",
-        ("overlap_seconds", "reconcile_seconds", "list_threshold", "datastore_status_seconds"),
+        (
+            "overlap_seconds",
+            "reconcile_seconds",
+            "list_threshold",
+            "datastore_status_seconds",
+            "initial_lookback_seconds",
+        ),
     )
     d = DiscoverySettings()
     host, port = r.get(web, "web", "listen_address", _listen_address, ("127.0.0.1", 9890))
@@ -429,6 +452,9 @@ def parse_config(data: object, source: str = "config") -> Config:
                 "datastore_status_seconds",
                 _number(0, 86_400),
                 d.datastore_status_seconds,
+            ),
+            initial_lookback_seconds=r.get(
+                discovery, "discovery", "initial_lookback_seconds", _number(0, 86_400), None
             ),
         ),
         shard=shard,
