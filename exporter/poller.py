@@ -199,8 +199,12 @@ class Poller:
             plans, apis = self._plan(config, errors, started + config.poll.deadline_seconds)
             result = self._execute(config, plans, apis, errors, started)
             for ds in config.datastores:
-                if ds.discovers_all and self._lifecycle.listable(ds.datastore_id):
+                if not ds.discovers_all:
+                    continue
+                if self._lifecycle.listable(ds.datastore_id):
                     self._ensure_backfill(config, ds)
+                else:
+                    self._pause_backfill(ds.datastore_id)
         except Exception as exc:
             # A bug outside any one image set: every data store is reported down this cycle.
             log.error("poll cycle: internal error: %s", describe(exc))
@@ -334,7 +338,7 @@ class Poller:
         if record.backfill_complete or record.discovery_started is None or self._stop.is_set():
             return
         running = self._backfills.get(ds_id)
-        if running is not None and not running.complete:
+        if running is not None and not running.complete and not running.cancelled.is_set():
             return
         self._backfills[ds_id] = Backfill(
             ds_id,
@@ -345,10 +349,22 @@ class Poller:
             listed=record.backfill_listed,
         )
 
+    def _pause_backfill(self, datastore_id: str) -> None:
+        """Stop the backfill of a data store that has no image sets to read (not ACTIVE).
+
+        A page in progress stops at its next image set; the saved token stays, so the next
+        cycle that finds the data store readable starts a backfill that resumes from it.
+        """
+        running = self._backfills.get(datastore_id)
+        if running is not None:
+            running.cancelled.set()
+
     @property
     def backfilling(self) -> bool:
-        """Tell whether some backfill still has pages to list."""
-        return any(not b.complete for b in list(self._backfills.values()))
+        """Tell whether some backfill still has pages to list (a paused one has none now)."""
+        return any(
+            not b.complete and not b.cancelled.is_set() for b in list(self._backfills.values())
+        )
 
     def run_backfills(self, slice_seconds: float = BACKFILL_SLICE_SECONDS) -> None:
         """Run due backfill pages for about `slice_seconds`; never raises."""

@@ -372,3 +372,26 @@ def test_status_reads_can_be_turned_off_and_a_reload_makes_them_due(
     finally:
         h.poller.close()
         store.close()
+
+
+def test_the_backfill_pauses_while_the_data_store_is_not_active(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config = status_every(Config(datastores=(DatastoreSettings(GOOD_DS, "all"),)), 1e-9)
+        apis = {GOOD_DS: FakeApi({}, release)}
+        h = Harness(store, config, apis)
+        h.poller.run_cycle()
+        first = h.poller._backfills[GOOD_DS]
+        assert h.poller.backfilling and not first.cancelled.is_set()
+        apis[GOOD_DS].datastore_status = "DELETING"
+        h.poller.run_cycle()
+        assert first.cancelled.is_set() and not h.poller.backfilling
+        apis[GOOD_DS].datastore_status = "ACTIVE"
+        h.poller.run_cycle()
+        resumed = h.poller._backfills[GOOD_DS]
+        assert resumed is not first and h.poller.backfilling
+    finally:
+        h.poller.close()
+        store.close()
