@@ -30,15 +30,18 @@ RATE_LIMITED_OPERATIONS = (
     "ListImageSetVersions",
     "SearchImageSets",
     "GetImageSet",
+    "GetDatastore",
     "ListDICOMImportJobs",
     "GetDICOMImportJob",
 )
 # Below the documented default quota of 25 requests/s per account and operation.
 DEFAULT_RATE_LIMIT = 20.0
-# Below their own quotas: ListDICOMImportJobs has 10 requests/s, GetDICOMImportJob 25; an
-# import-job check needs a handful of calls per cycle, so half the smaller quota is plenty.
+# Each below its operation's own quota where that is lower: GetDatastore and ListDICOMImportJobs
+# have 10/s; a status check or an import-job check needs a handful of calls per cycle, so half
+# of that is plenty.
 DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     **dict.fromkeys(RATE_LIMITED_OPERATIONS, DEFAULT_RATE_LIMIT),
+    "GetDatastore": 5.0,
     "ListDICOMImportJobs": 5.0,
     "GetDICOMImportJob": 5.0,
 }
@@ -109,6 +112,9 @@ class DiscoverySettings:
     reconcile_seconds: float = 86_400.0
     # Explicit lists longer than this use search-based change detection too.
     list_threshold: int = 500
+    # Each data store's status and name (GetDatastore) are read this often, in the first cycle
+    # due; 0 never reads them (no status series, and `up` ignores the status).
+    datastore_status_seconds: float = 300.0
     # On the first start of a state file, versions changed this long before it count as new
     # (None: two poll intervals when sharded, else 0); see Config.initial_lookback_seconds.
     initial_lookback_seconds: float | None = None
@@ -572,7 +578,13 @@ def parse_config(data: object, source: str = "config") -> Config:
     discovery = r.mapping(
         top.get("discovery"),
         "discovery",
-        ("overlap_seconds", "reconcile_seconds", "list_threshold", "initial_lookback_seconds"),
+        (
+            "overlap_seconds",
+            "reconcile_seconds",
+            "list_threshold",
+            "datastore_status_seconds",
+            "initial_lookback_seconds",
+        ),
     )
     d = DiscoverySettings()
     mode = r.get(metrics, "metrics", "per_image_set", _choice(PER_IMAGE_SET_MODES), None)
@@ -610,6 +622,13 @@ def parse_config(data: object, source: str = "config") -> Config:
             ),
             list_threshold=r.get(
                 discovery, "discovery", "list_threshold", _integer(1), d.list_threshold
+            ),
+            datastore_status_seconds=r.get(
+                discovery,
+                "discovery",
+                "datastore_status_seconds",
+                _number(0, 86_400),
+                d.datastore_status_seconds,
             ),
             initial_lookback_seconds=r.get(
                 discovery, "discovery", "initial_lookback_seconds", _number(0, 86_400), None

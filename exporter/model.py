@@ -20,6 +20,15 @@ IN_PROGRESS_STATUSES = frozenset(
     }
 )
 
+# The model's DatastoreStatus enum. Only ACTIVE data stores serve image sets; the status gauge
+# has a series for each of these (kube-state-metrics style), plus an unknown current one.
+DATASTORE_STATUSES = ("CREATING", "CREATE_FAILED", "ACTIVE", "DELETING", "DELETED")
+ACTIVE_DATASTORE = "ACTIVE"
+# Statuses in which a data store has no image sets to read (not yet, or no longer): listing
+# them would only fail, or count every tracked image set as deleted. An unknown status (a newer
+# API) is not among them: it is reported, and the data store still listed.
+UNREADABLE_DATASTORE_STATUSES = frozenset({"CREATING", "CREATE_FAILED", "DELETING", "DELETED"})
+
 
 @dataclass(frozen=True, slots=True)
 class Version:

@@ -25,6 +25,8 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     # the data store refused access earlier in the same cycle, so the call was not made,
     SKIPPED = "skipped"
+    # the data store's status (GetDatastore) is not ACTIVE: its image sets cannot be read,
+    DATASTORE_NOT_ACTIVE = "datastore_not_active"
     # the snapshot store could not be written,
     STATE_ERROR = "state_error"
     # or a bug: an unexpected exception while handling one image set.

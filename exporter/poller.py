@@ -25,6 +25,7 @@ from exporter.discovery import Backfill, Discovery
 from exporter.execute import Execution, ListingPool
 from exporter.imports.watcher import ImportJobs
 from exporter.ingest import Ingest, Ingested, describe
+from exporter.lifecycle import DatastoreLifecycle
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import ImageSetKey
@@ -96,6 +97,7 @@ class Poller:
         self._backfill_pool = ListingPool("backfill", config.poll.concurrency)
         self._backfills: dict[str, Backfill] = {}
         self._up: dict[str, bool] = {}
+        self._lifecycle = DatastoreLifecycle()
         self.completed_cycles = 0
         self._ingest.overlap_seconds = config.discovery.overlap_seconds
         self._forget_unconfigured()
@@ -130,6 +132,8 @@ class Poller:
             ids = {ds.datastore_id for ds in config.datastores}
             self._up = {ds: up for ds, up in self._up.items() if ds in ids}
             self._discovery.forget(ids)
+            self._lifecycle.forget(ids)
+            self._lifecycle.expire()
             self._cycle_pool.resize(config.poll.concurrency)
             self._backfill_pool.resize(config.poll.concurrency)
             self._ingest.overlap_seconds = config.discovery.overlap_seconds
@@ -212,8 +216,12 @@ class Poller:
                 )
             result = self._execute(config, plans, apis, errors, started)
             for ds in config.datastores:
-                if ds.discovers_all:
+                if not ds.discovers_all:
+                    continue
+                if self._lifecycle.listable(ds.datastore_id):
                     self._ensure_backfill(config, ds)
+                else:
+                    self._pause_backfill(ds.datastore_id)
         except Exception as exc:
             # A bug outside any one image set: every data store is reported down this cycle.
             log.error("poll cycle: internal error: %s", describe(exc))
@@ -229,13 +237,22 @@ class Poller:
     def _plan(
         self, config: Config, errors: dict[str, Counter[Outcome]], deadline: float
     ) -> tuple[list[DatastorePlan], dict[str, HealthImagingApi]]:
-        """Search what needs searching, then plan each data store."""
+        """Check each data store's status when due, search what needs searching, then plan.
+
+        A data store that has no image sets to read (CREATING, CREATE_FAILED, DELETING,
+        DELETED) is not searched or listed: the calls would only fail, and a deleted data
+        store's image sets would each be counted as deleted; its last known state and counters
+        stay as they were, and its search cursor waits for it to be ACTIVE again.
+        """
         plans: list[DatastorePlan] = []
         apis: dict[str, HealthImagingApi] = {}
         for ds in config.datastores:
             ds_id = ds.datastore_id
             try:
                 apis[ds_id] = api = self._clients.for_datastore(ds)
+                self._lifecycle.refresh(config, ds, api, errors[ds_id], deadline)
+                if not self._lifecycle.listable(ds_id):
+                    continue
                 hits, until = self._search(config, ds, api, errors[ds_id], deadline)
                 reconcile = self._discovery.reconcile(config, ds)
                 plans.append(plan_datastore(config, ds, self._state.get, hits, until, reconcile))
@@ -338,7 +355,7 @@ class Poller:
         if record.backfill_complete or record.discovery_started is None or self._stop.is_set():
             return
         running = self._backfills.get(ds_id)
-        if running is not None and not running.complete:
+        if running is not None and not running.complete and not running.cancelled.is_set():
             return
         self._backfills[ds_id] = Backfill(
             ds_id,
@@ -349,10 +366,22 @@ class Poller:
             listed=record.backfill_listed,
         )
 
+    def _pause_backfill(self, datastore_id: str) -> None:
+        """Stop the backfill of a data store that has no image sets to read (not ACTIVE).
+
+        A page in progress stops at its next image set; the saved token stays, so the next
+        cycle that finds the data store readable starts a backfill that resumes from it.
+        """
+        running = self._backfills.get(datastore_id)
+        if running is not None:
+            running.cancelled.set()
+
     @property
     def backfilling(self) -> bool:
-        """Tell whether some backfill still has pages to list."""
-        return any(not b.complete for b in list(self._backfills.values()))
+        """Tell whether some backfill still has pages to list (a paused one has none now)."""
+        return any(
+            not b.complete and not b.cancelled.is_set() for b in list(self._backfills.values())
+        )
 
     def run_backfills(self, slice_seconds: float = BACKFILL_SLICE_SECONDS) -> None:
         """Run due backfill pages for about `slice_seconds`; never raises."""
@@ -402,6 +431,7 @@ class Poller:
         )
 
     def _datastore_view(self, ds: DatastoreSettings, record: DatastoreRecord) -> DatastoreView:
+        properties = self._lifecycle.known.get(ds.datastore_id)
         return DatastoreView(
             datastore_id=ds.datastore_id,
             per_image_set=self._config.metrics.mode_for(ds),
@@ -411,6 +441,8 @@ class Poller:
             backfill_listed=record.backfill_listed,
             backfill_complete=record.backfill_complete,
             region=ds.region or self._config.aws.region,
+            name=properties.name if properties is not None else None,
+            status=properties.status if properties is not None else None,
         )
 
     def publish_view(self) -> None:

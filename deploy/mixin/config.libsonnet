@@ -41,6 +41,23 @@
     // while its image set moved between processes) one window later.
     stuckWorkflowLookback: '15m',
 
+    // Import jobs and data stores (alerts/imports.libsonnet).
+    // HealthImagingImportJobFailed and HealthImagingImportCompletedWithFailedFiles fire while a
+    // job was counted within importAlertWindow (one page per data store and window), comparing
+    // with the counters' values over importAlertHistory before it.
+    importAlertWindow: '1h',
+    importAlertHistory: '1d',
+    // HealthImagingImportStuck: seconds since the oldest job in a status was submitted. A job
+    // waits in SUBMITTED only until HealthImaging starts it (minutes); IN_PROGRESS lasts as
+    // long as the import (large jobs take a while), so it gets longer.
+    importStuckSubmittedSeconds: 3600,
+    importStuckInProgressSeconds: 4 * 3600,
+    // HealthImagingImportStuck reads the oldest-job series over this window (scrape gaps).
+    importStuckLookback: '15m',
+    // HealthImagingDatastoreNotActive: how long CREATING (or CREATE_FAILED, or an unknown status)
+    // lasts before it alerts; CreateDatastore normally takes minutes.
+    datastoreNotActiveFor: '30m',
+
     // Every alert's runbook_url is runbookURLBase + '#' + the lower-cased alert name: one
     // section per alert in docs/runbooks.md. Point it at your fork or an internal copy.
     runbookURLBase: 'https://github.com/healthimaging-exporter/healthimaging-exporter/blob/main/docs/runbooks.md',

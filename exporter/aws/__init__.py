@@ -1,7 +1,8 @@
 """The AWS boundary: the only boto3 user; plain dataclasses out, DICOM data dropped.
 
 - parsing: answers (any JSON) to typed data or ApiError(MALFORMED_RESPONSE), pure
-- client: HealthImagingApi (bounded paging, deadlines, error mapping) and ClientFactory
+- client: HealthImagingApi (bounded paging, deadlines, error mapping, data store status) and
+  ClientFactory
 - manifests: the file counts of import jobs' output in S3 (ManifestReader), nothing else
 - attempts: the per-attempt hook feeding the rate budget and request counters
 """
@@ -23,8 +24,10 @@ from exporter.aws.client import (
 from exporter.aws.errors import ApiError, classify_error_code
 from exporter.aws.manifests import ManifestCounts, ManifestReader
 from exporter.aws.parsing import (
+    DatastoreProperties,
     ImageSetSummary,
     ImportJob,
+    parse_datastore,
     parse_summary,
     parse_version,
     read_search_page,
@@ -40,6 +43,7 @@ __all__ = [
     "AttemptObserver",
     "AttemptRecorder",
     "ClientFactory",
+    "DatastoreProperties",
     "HealthImagingApi",
     "ImageSetSummary",
     "ImportJob",
@@ -47,6 +51,7 @@ __all__ = [
     "ManifestReader",
     "classify_attempt",
     "classify_error_code",
+    "parse_datastore",
     "parse_summary",
     "parse_version",
     "read_search_page",

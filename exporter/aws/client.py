@@ -24,8 +24,10 @@ from exporter.aws.attempts import SERVICE, AttemptObserver, hook_attempts
 from exporter.aws.errors import UNREADABLE_CODE, ApiError, classify_error_code, malformed, shown
 from exporter.aws.manifests import ManifestReader
 from exporter.aws.parsing import (
+    DatastoreProperties,
     ImageSetSummary,
     ImportJob,
+    parse_datastore,
     read_import_job,
     read_import_jobs_page,
     read_next_token,
@@ -211,6 +213,20 @@ class HealthImagingApi:
             with _named(operation, subject):
                 versions.extend(read_versions_page(page)[0])
         return distinct_versions(versions)
+
+    def get_datastore(
+        self, datastore_id: str, *, deadline: float | None = None
+    ) -> DatastoreProperties:
+        """Return the data store's id, name and status (GetDatastore)."""
+        operation = "GetDatastore"
+        self._check_deadline(operation, deadline)
+        with _translated(operation):
+            answer = self._client.get_datastore(datastoreId=datastore_id)
+        with _named(operation, f"data store {datastore_id}"):
+            properties = parse_datastore(answer)
+            if properties.datastore_id != datastore_id:
+                raise malformed(f"the answer is about data store {properties.datastore_id}")
+        return properties
 
     @staticmethod
     def _search_params(datastore_id: str, since: float, until: float) -> dict[str, Any]:

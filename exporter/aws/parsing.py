@@ -26,6 +26,8 @@ VERSION_ID = re.compile(r"[0-9]{1,18}")
 # Workflow statuses and states are enums in the model; an unknown value of this shape (a newer
 # API) is passed through as a label, anything else is refused.
 ENUM_VALUE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# The model's DatastoreName: operator-chosen, immutable, bounded; safe as a label value.
+DATASTORE_NAME = re.compile(r"[A-Za-z0-9._/#-]{1,256}")
 # The model's NextToken: 1 to 8192 ASCII characters.
 NEXT_TOKEN_MAX = 8192
 # updatedAt/createdAt outside 1970..9999 are not dates HealthImaging can have written.
@@ -43,6 +45,35 @@ class ImageSetSummary:
     version: int | None
     updated_at: float | None
     created_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatastoreProperties:
+    """What GetDatastore says of a data store that the exporter uses: id, name and status."""
+
+    datastore_id: str
+    name: str
+    status: str
+
+
+def parse_datastore(answer: object) -> DatastoreProperties:
+    """Turn a GetDatastore answer into DatastoreProperties; refuse a malformed one.
+
+    A status outside the model's enum but of an enum's shape (a newer API) is passed through.
+    """
+    properties = _result(answer, "datastoreProperties")
+    if not isinstance(properties, Mapping):
+        raise malformed(f"datastoreProperties is a {_kind(properties)}, not an object")
+    datastore_id = properties.get("datastoreId")
+    if not isinstance(datastore_id, str) or not IDENTIFIER.fullmatch(datastore_id):
+        raise malformed(f"datastoreId is not 32 of [0-9a-z]: {shown(datastore_id)}")
+    name = properties.get("datastoreName")
+    if not isinstance(name, str) or not DATASTORE_NAME.fullmatch(name):
+        raise malformed(f"datastoreName is not 1 to 256 of [A-Za-z0-9._/#-]: {shown(name)}")
+    status = _enum(properties, "datastoreStatus")
+    if status is None:
+        raise malformed("datastoreStatus is missing")
+    return DatastoreProperties(datastore_id, name, sys.intern(status))
 
 
 def read_versions_page(page: object) -> tuple[list[Version], str | None]:
@@ -137,16 +168,23 @@ def parse_summary(item: object) -> ImageSetSummary:
     )
 
 
-def _result_list(page: object, key: str) -> list[Any]:
+def _result(page: object, key: str) -> object:
     if not isinstance(page, Mapping):
         raise malformed(f"the answer is a {_kind(page)}, not an object")
     error = page.get("Error")
     if isinstance(error, Mapping):
         # Put there by client._TotalParser when botocore could not parse the body.
         raise malformed(str(error.get("Message") or "the answer could not be parsed"))
-    items = page.get(key)
+    value = page.get(key)
+    if value is None:
+        raise malformed(f"{key} is missing")
+    return value
+
+
+def _result_list(page: object, key: str) -> list[Any]:
+    items = _result(page, key)
     if not isinstance(items, list):
-        raise malformed(f"{key} is {'missing' if items is None else 'a ' + _kind(items)}")
+        raise malformed(f"{key} is a {_kind(items)}")
     return items
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from exporter.metrics.families import Family, escape_label_value, label_pairs
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
+    DATASTORE_STATUSES,
     FAILED_VERSIONS,
     FAILURE_STATUSES,
     FAILURES,
@@ -343,7 +344,14 @@ class DatastoreCollector:
         info = Family(
             "healthimaging_datastore_info",
             "gauge",
-            "The data store's AWS region from the configuration (always 1).",
+            "The data store's AWS region from the configuration and, once GetDatastore "
+            "answered, its name (always 1).",
+        )
+        lifecycle = Family(
+            "healthimaging_datastore_status",
+            "gauge",
+            "1 for the data store's status as GetDatastore last gave it, 0 for the model's other "
+            "statuses; absent until it answered.",
         )
         tracked: Counter[str] = Counter()
         statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
@@ -363,7 +371,16 @@ class DatastoreCollector:
         for ds_id, ds in sorted(view.datastores.items()):
             ds_label = label_pairs(datastore_id=ds_id)
             if ds.region:
-                info.add(label_pairs(datastore_id=ds_id, region=ds.region), 1)
+                labels = label_pairs(datastore_id=ds_id, region=ds.region)
+                if ds.name is not None:
+                    labels += "," + label_pairs(datastore_name=ds.name)
+                info.add(labels, 1)
+            if ds.status is not None:
+                for each in sorted({*DATASTORE_STATUSES, ds.status}):
+                    lifecycle.add(
+                        f'{ds_label},datastore_status="{escape_label_value(each)}"',
+                        1.0 if each == ds.status else 0.0,
+                    )
             if ds.up is not None:
                 up.add(ds_label, 1.0 if ds.up else 0.0)
             if ds.last_success is not None:
@@ -382,5 +399,6 @@ class DatastoreCollector:
             if ds.discovers_all:
                 backfill_listed.add(ds_label, ds.backfill_listed)
                 backfill_complete.add(ds_label, 1.0 if ds.backfill_complete else 0.0)
-        yield from (up, last_success, image_sets, by_status, forced, info, in_progress, oldest)
+        yield from (up, last_success, image_sets, by_status, forced, info, lifecycle, in_progress)
+        yield oldest
         yield from (backfill_listed, backfill_complete)

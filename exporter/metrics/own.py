@@ -46,7 +46,7 @@ class ExporterMetrics:
             ["operation", "outcome"],
             registry=registry,
         )
-        for operation in API_OPERATIONS[:3]:
+        for operation in API_OPERATIONS[:4]:  # the operations the exporter calls
             for outcome in API_OUTCOMES:
                 self.api_requests.labels(operation, outcome.value)
         self.poll_duration = Histogram(

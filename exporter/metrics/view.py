@@ -23,6 +23,8 @@ class DatastoreView:
     backfill_listed: int = 0
     backfill_complete: bool = False
     region: str = ""  # from the configuration; the alerts' console links use it
+    name: str | None = None  # from GetDatastore; None until it answered
+    status: str | None = None  # likewise
 
 
 @dataclass(frozen=True, slots=True)

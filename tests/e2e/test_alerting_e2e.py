@@ -243,6 +243,10 @@ def test_every_dashboard_query_runs(stack: Stack) -> None:
         "Backfill progress [B]",
         "Poll errors by reason [A]",
         "Throttling [B]",
+        # No failed import job, no active one, no manifests read (import_jobs.read_manifests).
+        "Import jobs ended, failures and failed files [B]",
+        "Import jobs ended, failures and failed files [C]",
+        "Oldest active import job [A]",
     }
     assert set(absent) <= allowed, f"panels without their metrics: {set(absent) - allowed}"
     assert not empty, "panels without data although their metrics exist:\n" + "\n".join(empty)

@@ -16,9 +16,12 @@ from exporter.aws import (
     ApiError,
     AttemptRecorder,
     ClientFactory,
+    DatastoreProperties,
+    HealthImagingApi,
     ImageSetSummary,
     classify_attempt,
     classify_error_code,
+    parse_datastore,
     parse_summary,
     parse_version,
     read_search_page,
@@ -372,6 +375,10 @@ def test_any_json_is_a_typed_result_or_malformed(answer: object) -> None:
     version = typed_or_malformed(parse_version, answer)
     if version is not None:
         check_typed_versions([version])
+    datastore = typed_or_malformed(parse_datastore, answer)
+    if datastore is not None:
+        assert IDENTIFIER.fullmatch(datastore.datastore_id)
+        assert ENUM_VALUE.fullmatch(datastore.status)
     summary = typed_or_malformed(parse_summary, answer)
     if summary is not None:
         assert IDENTIFIER.fullmatch(summary.image_set_id)
@@ -438,3 +445,83 @@ def test_every_outcome_is_documented_in_the_metrics_reference() -> None:
     for outcome in Outcome:
         assert f"| `{outcome.value}` |" in text, outcome
     assert set(API_OUTCOMES) < set(Outcome)
+
+
+DATASTORE_ID = "d" * 32
+
+
+def datastore_answer(**fields: object) -> dict[str, object]:
+    properties: dict[str, object] = {
+        "datastoreId": DATASTORE_ID,
+        "datastoreName": "radiology/prod#1",
+        "datastoreStatus": "ACTIVE",
+        "datastoreArn": f"arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DATASTORE_ID}",
+        "createdAt": datetime(2024, 1, 1, tzinfo=UTC),
+        "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/x",
+    }
+    properties.update(fields)
+    return {"datastoreProperties": properties}
+
+
+def test_parse_datastore_keeps_id_name_and_status() -> None:
+    assert parse_datastore(datastore_answer()) == DatastoreProperties(
+        DATASTORE_ID, "radiology/prod#1", "ACTIVE"
+    )
+    # a status of a newer API, well formed, is passed through
+    assert parse_datastore(datastore_answer(datastoreStatus="ARCHIVED")).status == "ARCHIVED"
+
+
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        ({}, "datastoreProperties is missing"),
+        ({"datastoreProperties": []}, "datastoreProperties is a list"),
+        ([], "the answer is a list"),
+        ({"Error": {"Message": "the answer could not be parsed: x"}}, "could not be parsed"),
+        (datastore_answer(datastoreId="D" * 32), "datastoreId"),
+        (datastore_answer(datastoreId=None), "datastoreId"),
+        (datastore_answer(datastoreName=""), "datastoreName"),
+        (datastore_answer(datastoreName="a" * 257), "datastoreName"),
+        (datastore_answer(datastoreName="patient name"), "datastoreName"),
+        (datastore_answer(datastoreName=7), "datastoreName"),
+        (datastore_answer(datastoreStatus=None), "datastoreStatus is missing"),
+        (datastore_answer(datastoreStatus="active"), "datastoreStatus"),
+        (datastore_answer(datastoreStatus=["ACTIVE"]), "datastoreStatus"),
+    ],
+)
+def test_malformed_datastore_answers_name_the_field(answer: object, field: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_datastore(answer)
+    assert caught.value.outcome is Outcome.MALFORMED_RESPONSE
+    assert field in str(caught.value)
+
+
+class OneAnswer:
+    """A stand-in boto3 client whose get_datastore returns one answer."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def get_datastore(self, *, datastoreId: str) -> object:
+        self.asked.append(datastoreId)
+        return self.answer
+
+
+def test_get_datastore_refuses_an_answer_about_another_data_store() -> None:
+    client = OneAnswer(datastore_answer(datastoreId="e" * 32))
+    with pytest.raises(ApiError) as caught:
+        HealthImagingApi(client).get_datastore(DATASTORE_ID)
+    assert caught.value.outcome is Outcome.MALFORMED_RESPONSE
+    assert str(caught.value).startswith(f"GetDatastore data store {DATASTORE_ID}: ")
+    ok = OneAnswer(datastore_answer())
+    assert HealthImagingApi(ok).get_datastore(DATASTORE_ID).name == "radiology/prod#1"
+    assert ok.asked == [DATASTORE_ID]
+
+
+def test_get_datastore_respects_the_deadline() -> None:
+    client = OneAnswer(datastore_answer())
+    api = HealthImagingApi(client, monotonic=lambda: 100.0)
+    with pytest.raises(ApiError) as caught:
+        api.get_datastore(DATASTORE_ID, deadline=50.0)
+    assert caught.value.outcome is Outcome.TIMEOUT and client.asked == []

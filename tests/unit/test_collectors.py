@@ -133,3 +133,40 @@ def test_last_failure_reason_beyond_the_cap_is_other() -> None:
     full = {CounterKey(FAILURES, DS, "", "COPY_FAILED", f"CODE_{n:02d}"): 1.0 for n in range(20)}
     info = series(samples(view("all", full)), "healthimaging_image_set_last_failure_info")
     assert [dict(k)["reason"] for k in info] == ["other"]
+
+
+def test_data_store_status_is_one_for_the_current_and_zero_for_the_others() -> None:
+    base = view("all")
+    ds = DatastoreView(
+        DS, "all", False, None, region="eu-west-1", name="radiology-prod", status="DELETING"
+    )
+    got = samples(FleetView(base.image_sets, base.counters, MappingProxyType({DS: ds})))
+    assert series(got, "healthimaging_datastore_status") == {
+        labels(datastore_id=DS, datastore_status="ACTIVE"): 0,
+        labels(datastore_id=DS, datastore_status="CREATE_FAILED"): 0,
+        labels(datastore_id=DS, datastore_status="CREATING"): 0,
+        labels(datastore_id=DS, datastore_status="DELETED"): 0,
+        labels(datastore_id=DS, datastore_status="DELETING"): 1,
+    }
+    assert series(got, "healthimaging_datastore_info") == {
+        labels(datastore_id=DS, region="eu-west-1", datastore_name="radiology-prod"): 1
+    }
+
+
+def test_an_unknown_status_is_a_sixth_series_and_no_status_means_none() -> None:
+    base = view("all")
+    ds = DatastoreView(DS, "all", False, None, region="eu-west-1", name="x", status="ARCHIVED")
+    got = samples(FleetView(base.image_sets, base.counters, MappingProxyType({DS: ds})))
+    status = series(got, "healthimaging_datastore_status")
+    assert len(status) == 6 and status[labels(datastore_id=DS, datastore_status="ARCHIVED")] == 1
+    assert sum(status.values()) == 1
+    assert series(got, "healthimaging_datastore_info") == {
+        labels(datastore_id=DS, region="eu-west-1", datastore_name="x"): 1
+    }
+    unread = DatastoreView(DS, "all", True, None, region="eu-west-1")
+    got = samples(FleetView(base.image_sets, base.counters, MappingProxyType({DS: unread})))
+    assert series(got, "healthimaging_datastore_status") == {}
+    # before GetDatastore answered: the region alone, as before
+    assert series(got, "healthimaging_datastore_info") == {
+        labels(datastore_id=DS, region="eu-west-1"): 1
+    }

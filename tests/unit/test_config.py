@@ -32,6 +32,8 @@ def test_example_config_is_valid_and_documents_defaults() -> None:
     assert config.poll.interval_seconds == 60
     assert config.web.listen_address == ":9890"
     assert config.aws.rate_limits["ListImageSetVersions"] == 20
+    assert config.aws.rate_limits["GetDatastore"] == 5  # below its 10/s quota
+    assert config.discovery.datastore_status_seconds == 300
     assert config == parse_config(
         {"datastores": [{"datastore_id": DS, "image_sets": ["ea92b0d8838c72a3f25d00d13616f87e"]}]},
         "x",

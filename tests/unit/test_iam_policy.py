@@ -21,6 +21,14 @@ DATASTORE_ID = "12345678901234567890123456789012"
 EXPORTER_SOURCES = sorted(
     p for p in (ROOT / "exporter").rglob("*.py") if "emulator" not in p.relative_to(ROOT).parts
 )
+# The optional policies: each grants exactly these actions, on one resource of its service.
+OPTIONAL_POLICIES = {
+    "policy-import-manifests.json": ("s3", {"s3:GetObject"}),
+    "policy-events.json": (
+        "sqs",
+        {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    ),
+}
 # Findings parliament reports on a file that are expected, each with its justification.
 JUSTIFIED = {
     "assume-role-policy.json": {
@@ -152,6 +160,111 @@ def test_policy_allows_exactly_the_operations_the_exporter_calls() -> None:
     levels = {p["privilege"]: p["access_level"] for p in medical_imaging_definition()["privileges"]}
     for action in allowed:
         assert levels[action.split(":", 1)[1]] in {"Read", "List"}, action
+
+
+def test_the_exporter_reads_data_store_status() -> None:
+    assert "GetDatastore" in operations_the_exporter_calls()
+    assert "medical-imaging:GetDatastore" in actions("policy.json")
+
+
+def operations_of(service: str) -> dict[str, str]:
+    """Every operation of a botocore service model, by its name and its client method name."""
+    model = botocore.session.get_session().get_service_model(service)
+    names = {name: name for name in model.operation_names}
+    names.update({xform_name(name): name for name in model.operation_names})
+    return names
+
+
+def calls_of(service: str, sources: list[str] | None = None) -> set[str]:
+    """The IAM actions of `service` the exporter's calls need.
+
+    Method calls named after one of the service's operations anywhere in the exporter (names it
+    shares with medical-imaging, such as tag_resource, left out), each mapped to its action.
+    """
+    known = operations_of(service)
+    shared = set(service_operations())
+    called: set[str] = set()
+    texts = sources if sources is not None else [p.read_text() for p in EXPORTER_SOURCES]
+    for text in texts:
+        for node in ast.walk(ast.parse(text)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in known
+                and node.func.attr not in shared
+            ):
+                called.add(known[node.func.attr])
+    return {action_of(service, f"{service}:{operation}") for operation in called}
+
+
+def action_of(service: str, operation: str) -> str:
+    """The IAM action that authorises an operation.
+
+    SQS's batch calls are authorised by the single-message action (DeleteMessageBatch by
+    sqs:DeleteMessage), as the SQS developer guide says; every other operation by its own name.
+    """
+    definition = next(s for s in iam_definition if s["prefix"] == service)
+    privileges = {p["privilege"] for p in definition["privileges"]}
+    name = operation.split(":", 1)[1]
+    if name not in privileges and name.endswith("Batch"):
+        name = name.removesuffix("Batch")
+    assert name in privileges, f"{service}:{name} is no IAM action"
+    return f"{service}:{name}"
+
+
+def arn_format(fmt: str, last_may_be_wildcard: bool) -> re.Pattern[str]:
+    """An ARN format of the Service Authorization Reference as a pattern.
+
+    Each variable is filled without wildcards, but an object key may end in `/*` (a prefix).
+    """
+    parts = re.split(r"\$\{(\w+)\}", fmt)  # literal, name, literal, ...
+    last = len(parts) - 2
+    pattern = "".join(
+        re.escape(part)
+        if i % 2 == 0
+        else r"[^*]+(?:/\*)?"
+        if i == last and last_may_be_wildcard
+        else r"[^*/:]+"
+        for i, part in enumerate(parts)
+    )
+    return re.compile(pattern)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL_POLICIES))
+def test_optional_policies_grant_what_the_feature_calls_on_one_resource(name: str) -> None:
+    service, granted = OPTIONAL_POLICIES[name]
+    assert actions(name) == granted
+    # Whatever the exporter's code calls of the service must be granted (the code reading
+    # import manifests and consuming events comes from other branches: checked once merged).
+    assert calls_of(service) <= granted
+
+
+def test_the_scan_finds_sqs_and_s3_calls() -> None:
+    code = """
+answer = self._client.receive_message(QueueUrl=url, WaitTimeSeconds=5)
+self._client.delete_message_batch(QueueUrl=url, Entries=entries)
+body = s3.get_object(Bucket=b, Key=k)["Body"]
+api.list_image_set_versions(datastoreId=d, imageSetId=i)
+"""
+    assert calls_of("sqs", [code]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage"}
+    assert calls_of("s3", [code]) == {"s3:GetObject"}
+
+
+def test_batch_calls_need_the_single_message_action() -> None:
+    assert action_of("sqs", "sqs:DeleteMessageBatch") == "sqs:DeleteMessage"
+    assert action_of("sqs", "sqs:ReceiveMessage") == "sqs:ReceiveMessage"
+    assert action_of("s3", "s3:GetObject") == "s3:GetObject"
+
+
+def test_optional_policy_resources_are_the_queue_and_the_output_prefix() -> None:
+    (events,) = statements("policy-events.json")
+    assert as_list(events["Resource"]) == [
+        "arn:aws:sqs:us-east-1:123456789012:healthimaging-exporter-events"
+    ]
+    (manifests,) = statements("policy-import-manifests.json")
+    (resource,) = as_list(manifests["Resource"])
+    bucket, _, prefix = resource.removeprefix("arn:aws:s3:::").partition("/")
+    assert bucket and prefix.endswith("/*") and len(prefix) > 2  # a prefix, not the whole bucket
 
 
 def test_role_assumption_is_allowed_exactly_when_the_exporter_assumes_roles() -> None:

@@ -8,13 +8,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSummary
-from exporter.config import AwsSettings, Config, DatastoreSettings, PollSettings
+from exporter.aws import (
+    ApiError,
+    ClientFactory,
+    DatastoreProperties,
+    HealthImagingApi,
+    ImageSetSummary,
+)
+from exporter.config import AwsSettings, Config, DatastoreSettings, DiscoverySettings, PollSettings
 from exporter.metrics.own import ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey, Version
@@ -37,10 +44,23 @@ class FakeApi(HealthImagingApi):
         self.answers = answers
         self.release = release
         self.search_error: BaseException | None = None
+        # What GetDatastore answers: a status, or an exception to raise; and the calls made.
+        self.datastore_status: str | BaseException = "ACTIVE"
+        self.status_calls = 0
+        self.listings = 0
+
+    def get_datastore(
+        self, datastore_id: str, *, deadline: float | None = None
+    ) -> DatastoreProperties:
+        self.status_calls += 1
+        if isinstance(self.datastore_status, BaseException):
+            raise self.datastore_status
+        return DatastoreProperties(datastore_id, "store-" + datastore_id[:4], self.datastore_status)
 
     def list_image_set_versions(
         self, datastore_id: str, image_set_id: str, *, deadline: float | None = None
     ) -> tuple[Version, ...]:
+        self.listings += 1
         answer = self.answers.get(image_set_id, VERSIONS)
         if answer == "hang":
             self.release.wait(10)
@@ -235,4 +255,143 @@ def test_a_bug_after_the_listings_still_ends_the_cycle_and_publishes(
         assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
     finally:
         poller.close()
+        store.close()
+
+
+def status_every(config: Config, seconds: float) -> Config:
+    return replace(config, discovery=DiscoverySettings(datastore_status_seconds=seconds))
+
+
+def test_a_data_store_not_active_is_down_with_its_reason_and_not_listed(
+    tmp_path: Path, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(VERSIONS, release)
+        h = Harness(store, status_every(config, 1e-9), apis)  # read every cycle
+        h.poller.run_cycle()
+        assert h.up(BAD_DS) is True
+        ds_view = h.views[-1].datastores[BAD_DS]
+        assert (ds_view.name, ds_view.status) == ("store-bbbb", "ACTIVE")
+        listed = apis[BAD_DS].listings
+        apis[BAD_DS].datastore_status = "DELETING"
+        for _ in range(2):
+            h.poller.run_cycle()
+        assert h.up(BAD_DS) is False and h.up(GOOD_DS) is True
+        assert h.errors(BAD_DS, Outcome.DATASTORE_NOT_ACTIVE) == 2  # once per cycle
+        assert apis[BAD_DS].listings == listed  # a data store being deleted is not listed
+        view = h.views[-1]
+        assert view.datastores[BAD_DS].status == "DELETING"
+        # its last known image sets stay as they were (not counted as deleted)
+        assert ImageSetKey(BAD_DS, BAD) in view.image_sets
+        assert not view.image_sets[ImageSetKey(BAD_DS, BAD)].is_deleted
+        apis[BAD_DS].datastore_status = "ACTIVE"
+        h.poller.run_cycle()
+        assert h.up(BAD_DS) is True
+        assert apis[BAD_DS].listings == listed + 2
+        assert h.errors(BAD_DS, Outcome.DATASTORE_NOT_ACTIVE) == 2
+        changes = [r for r in caplog.records if "status" in r.getMessage()]
+        # one line per change, none for the cycles in between; the first ACTIVE is not news
+        assert [(r.levelno, r.getMessage()) for r in changes] == [
+            (logging.DEBUG, f"data store {GOOD_DS} (store-aaaa): status ACTIVE"),
+            (logging.DEBUG, f"data store {BAD_DS} (store-bbbb): status ACTIVE"),
+            (logging.WARNING, f"data store {BAD_DS} (store-bbbb): status DELETING (was ACTIVE)"),
+            (logging.INFO, f"data store {BAD_DS} (store-bbbb): status ACTIVE (was DELETING)"),
+        ]
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_an_unknown_status_is_down_but_still_listed(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(VERSIONS, release)
+        apis[BAD_DS].datastore_status = "ARCHIVING"  # a newer API's status, passed through
+        h = Harness(store, config, apis)
+        h.poller.run_cycle()
+        assert h.up(BAD_DS) is False
+        assert h.errors(BAD_DS, Outcome.DATASTORE_NOT_ACTIVE) == 1
+        assert apis[BAD_DS].listings == 2
+        assert h.views[-1].datastores[BAD_DS].status == "ARCHIVING"
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_the_status_is_read_once_per_period_and_a_failed_read_is_retried(
+    tmp_path: Path, release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(VERSIONS, release)
+        apis[BAD_DS].datastore_status = ApiError(Outcome.ACCESS_DENIED, "GetDatastore: denied")
+        h = Harness(store, config, apis)  # the default period: 300 s
+        for _ in range(3):
+            h.poller.run_cycle()
+        assert apis[GOOD_DS].status_calls == 1  # read once, then not due for 300 s
+        assert apis[BAD_DS].status_calls == 3  # a failed read is retried by the next cycle
+        assert h.errors(BAD_DS, Outcome.ACCESS_DENIED) == 3
+        assert h.up(BAD_DS) is False and h.up(GOOD_DS) is True
+        assert apis[BAD_DS].listings == 6  # an unknown status does not stop the listings
+        assert h.views[-1].datastores[BAD_DS].status is None
+        failed = [r for r in caplog.records if "status check failed" in r.getMessage()]
+        assert len(failed) == 1  # the same failure is logged once
+        apis[BAD_DS].datastore_status = "ACTIVE"
+        h.poller.run_cycle()
+        assert h.up(BAD_DS) is True and apis[BAD_DS].status_calls == 4
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_status_reads_can_be_turned_off_and_a_reload_makes_them_due(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(VERSIONS, release)
+        apis[BAD_DS].datastore_status = "DELETED"
+        h = Harness(store, status_every(config, 0), apis)
+        h.poller.run_cycle()
+        assert apis[BAD_DS].status_calls == 0 and h.up(BAD_DS) is True
+        assert h.views[-1].datastores[BAD_DS].status is None
+        h.poller.reconfigure(config, FakeClients(apis))  # back to the default period
+        h.poller.run_cycle()
+        assert apis[BAD_DS].status_calls == 1 and h.up(BAD_DS) is False
+        h.poller.reconfigure(config, FakeClients(apis))
+        h.poller.run_cycle()
+        assert apis[BAD_DS].status_calls == 2  # a reload may change region or role: due again
+        h.poller.reconfigure(status_every(config, 0), FakeClients(apis))
+        h.poller.run_cycle()
+        assert h.up(BAD_DS) is True and h.views[-1].datastores[BAD_DS].status is None
+    finally:
+        h.poller.close()
+        store.close()
+
+
+def test_the_backfill_pauses_while_the_data_store_is_not_active(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config = status_every(Config(datastores=(DatastoreSettings(GOOD_DS, "all"),)), 1e-9)
+        apis = {GOOD_DS: FakeApi({}, release)}
+        h = Harness(store, config, apis)
+        h.poller.run_cycle()
+        first = h.poller._backfills[GOOD_DS]
+        assert h.poller.backfilling and not first.cancelled.is_set()
+        apis[GOOD_DS].datastore_status = "DELETING"
+        h.poller.run_cycle()
+        assert first.cancelled.is_set() and not h.poller.backfilling
+        apis[GOOD_DS].datastore_status = "ACTIVE"
+        h.poller.run_cycle()
+        resumed = h.poller._backfills[GOOD_DS]
+        assert resumed is not first and h.poller.backfilling
+    finally:
+        h.poller.close()
         store.close()

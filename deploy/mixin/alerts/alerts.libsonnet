@@ -1,5 +1,6 @@
 (import 'events.libsonnet') +
 (import 'workflows.libsonnet') +
+(import 'imports.libsonnet') +
 (import 'health.libsonnet') +
 {
   // Adds the alert's section of docs/runbooks.md (its anchor is the lower-cased name).

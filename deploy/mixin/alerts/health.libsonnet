@@ -42,6 +42,8 @@
             expr: |||
               (time() - healthimaging_exporter_last_successful_poll_timestamp_seconds{%(exporterSelector)s} > %(pollStaleThresholdSeconds)d)
               and (healthimaging_exporter_last_successful_poll_timestamp_seconds{%(exporterSelector)s} > 0)
+              unless on (datastore_id)
+                (max by (datastore_id) (healthimaging_datastore_status{datastore_status="ACTIVE",%(exporterSelector)s}) == 0)
             ||| % $._config,
             labels: {
               severity: 'warning',
@@ -53,7 +55,13 @@
           },
           {
             alert: 'HealthImagingDatastoreUnreachable',
-            expr: 'healthimaging_up{%(exporterSelector)s} == 0' % $._config,
+            // Not for a data store whose status is known not to be ACTIVE: it cannot be polled
+            // by design, and HealthImagingDatastoreDeleting / ...NotActive say why.
+            expr: |||
+              (healthimaging_up{%(exporterSelector)s} == 0)
+              unless on (datastore_id)
+                (max by (datastore_id) (healthimaging_datastore_status{datastore_status="ACTIVE",%(exporterSelector)s}) == 0)
+            ||| % $._config,
             'for': '10m',
             labels: {
               severity: 'critical',

@@ -1,6 +1,7 @@
 // The exporter's dashboard: image sets and versions, failures and forced overrides, poll
-// health, the AWS API budget, backfill and exporter processes. Variables: data source,
-// cluster (shown with _config.showMultiCluster), job, instance and data store; every query
+// health, the AWS API budget, backfill and exporter processes, import jobs and data stores.
+// Variables: data source, cluster (shown with _config.showMultiCluster), job, instance and data
+// store; every query
 // filters on them.
 local g = import 'panels.libsonnet';
 
@@ -426,6 +427,54 @@ local g = import 'panels.libsonnet';
             'Value #E': 'Config reload OK',
             'Value #F': 'State write errors/s',
           }, { 'Value #A': true }),
+        },
+
+        // Issue 14: import jobs (healthimaging_import_*) and the data stores' lifecycle.
+        g.row('Import jobs and data stores', 84),
+        g.panel(
+          'timeseries',
+          'Import jobs by status',
+          'DICOM import jobs per data store and status: the active ones (SUBMITTED, IN_PROGRESS) and those that ended (COMPLETED, FAILED) within import_jobs.window_days.',
+          g.pos(0, 85, 12, 8),
+          [g.target('A', 'max by (datastore_id, job_status) (healthimaging_import_jobs{%(d)s})' % s, '{{datastore_id}} {{job_status}}')],
+          short,
+        ),
+        g.panel(
+          'timeseries',
+          'Import jobs ended, failures and failed files',
+          'Import jobs seen ending per interval, by final status; failed jobs by the reason of their message; jobs that completed with failed files (import_jobs.read_manifests).',
+          g.pos(12, 85, 12, 8),
+          [
+            g.target('A', 'sum by (datastore_id, job_status) (increase(healthimaging_import_jobs_ended_total{%(d)s}[$__rate_interval]))' % s, '{{datastore_id}} {{job_status}}'),
+            g.target('B', 'sum by (datastore_id, reason) (increase(healthimaging_import_job_failures_total{%(d)s}[$__rate_interval]))' % s, '{{datastore_id}} FAILED {{reason}}'),
+            g.target('C', 'sum by (datastore_id) (increase(healthimaging_import_jobs_with_failed_files_total{%(d)s}[$__rate_interval]))' % s, '{{datastore_id}} with failed files'),
+          ],
+          short,
+        ),
+        g.panel(
+          'timeseries',
+          'Oldest active import job',
+          'Time since the oldest job still SUBMITTED or IN_PROGRESS was submitted, per data store and status (HealthImagingImportStuck pages past its threshold).',
+          g.pos(0, 93, 12, 8),
+          [g.target('A', 'time() - min by (datastore_id, job_status) (healthimaging_import_oldest_active_job_submitted_timestamp_seconds{%(d)s})' % s, '{{datastore_id}} {{job_status}}')],
+          { unit: 's' },
+        ),
+        g.panel(
+          'table',
+          'Data store status',
+          'Each data store\'s status as GetDatastore last gave it (every discovery.datastore_status_seconds), its name and region; only ACTIVE data stores are polled.',
+          g.pos(12, 93, 12, 8),
+          [
+            g.tableTarget('A', 'max by (datastore_id, datastore_status) (healthimaging_datastore_status{%(d)s}) == 1' % s),
+            g.tableTarget('B', 'max by (datastore_id, datastore_name, region) (healthimaging_datastore_info{%(d)s})' % s),
+          ],
+        ) {
+          transformations: organize({
+            datastore_id: 'Data store',
+            datastore_status: 'Status',
+            datastore_name: 'Name',
+            region: 'Region',
+          }, { 'Value #A': true, 'Value #B': true }),
         },
       ]),
     },
