@@ -44,6 +44,16 @@ def in_shard(config: Config, image_set_id: str) -> bool:
     return total == 1 or shard_of(image_set_id, total) == config.shard
 
 
+def watches(config: Config, key: ImageSetKey) -> bool:
+    """Tell whether this process tracks an image set: a configured one, of its shard."""
+    for ds in config.datastores:
+        if ds.datastore_id == key.datastore_id:
+            if not ds.discovers_all and key.image_set_id not in ds.image_sets:
+                return False
+            return in_shard(config, key.image_set_id)
+    return False
+
+
 def listed_targets(config: Config, datastore: DatastoreSettings) -> list[ImageSetKey]:
     """Return the configured image sets of a data store that this shard polls."""
     if datastore.discovers_all:
