@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from exporter.aws import (
     ApiError,
     EventKind,
-    EventQueue,
     ImagingEvent,
     MalformedEvent,
     QueueMessage,
@@ -35,7 +35,7 @@ from exporter.metrics.own import EventMetrics
 from exporter.model import ImageSetKey
 from exporter.outcomes import EventOutcome, Outcome
 from exporter.plan import ListingHint, watches
-from exporter.poller import CHANGES, Poller
+from exporter.poller import CHANGES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,32 @@ SLICE_SECONDS = 30.0
 # What the runtime passes for an import job event (issue 14 reads the job and ingests it);
 # without one, import job events are counted as `noted` and the cycles' own listing covers them.
 ImportJobHook = Callable[[ImagingEvent], None]
+
+
+class MessageQueue(Protocol):
+    """What the consumer needs of the queue (exporter.aws.EventQueue)."""
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
+        """Long-poll for messages."""
+
+    def delete(self, messages: Sequence[QueueMessage]) -> int:
+        """Delete messages; return how many were refused."""
+
+    def depth(self) -> dict[str, int]:
+        """Return approximate message counts by state."""
+
+
+class EventTarget(Protocol):
+    """What the consumer needs of the poller: its config and listings through its ingest path."""
+
+    @property
+    def config(self) -> Config:
+        """The config in force."""
+
+    def list_for_events(
+        self, targets: dict[ImageSetKey, ListingHint | None]
+    ) -> dict[ImageSetKey, Ingested | Outcome]:
+        """List the watched ones of `targets` now; return each one's result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +97,8 @@ class EventConsumer:
     def __init__(
         self,
         settings: EventsSettings,
-        queue: EventQueue,
-        poller: Poller,
+        queue: MessageQueue,
+        poller: EventTarget,
         metrics: EventMetrics,
         publish: Callable[[], None],
         clock: Callable[[], float] = time.time,

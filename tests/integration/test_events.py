@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
@@ -14,6 +16,7 @@ from exporter.emulator.events import EventSettings
 from exporter.plan import shard_of
 from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, sample_value, wait_for
 from tests.integration.conftest import ConfigFactory
+from tests.integration.test_crash_safety import Exporter  # the console script, killed with -9
 from tests.moto import MotoServer
 
 OTHER_DATASTORE = "a" * 32
@@ -163,3 +166,67 @@ def test_foreign_events_are_left_or_deleted_as_configured(
         wait_for(lambda: queue_total(moto_server, url) == 0)
     else:
         assert queue_total(moto_server, url) == 2
+
+
+def test_redelivery_after_kill_9_counts_once(tmp_path: Path, moto_server: MotoServer) -> None:
+    """Kill -9 while events are handled, then every event delivered again: each counts once.
+
+    SQS delivers at least once: a message whose change was persisted but that was not deleted
+    yet (the kill) comes back after its visibility timeout (2 s here), to the next process on
+    the same state file. Every event is also sent a second time, as such a redelivery would be.
+    """
+    url = make_queue(moto_server, visibility=2)
+    with EmulatorServer(port=0, dataset="demo") as emulator:
+        backend = emulator.backend
+        image_sets = [DEMO_IMAGE_SET, *(backend.create_image_set(DEMO_DATASTORE) for _ in range(5))]
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "aws": {"endpoint_url": emulator.url, "max_attempts": 2},
+                    "poll": {"interval_seconds": 3600},
+                    "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": image_sets}],
+                    "state": {"path": str(tmp_path / "state.db")},
+                    "web": {"listen_address": "127.0.0.1:0"},
+                    "events": events_section(moto_server, url),
+                }
+            )
+        )
+        first = Exporter(config, tmp_path / "run-0.log")
+        try:
+            base = first.url()
+            wait_for(lambda: fetch(base + "/-/ready")[0] == 200, timeout=20)
+            backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
+            for image_set in image_sets:
+                backend.add_version(DEMO_DATASTORE, image_set, "COPY_FAILED")
+            wait_for(lambda: sample_value(fetch(base + "/metrics")[2], FAILED) >= 1, timeout=20)
+        finally:
+            first.kill()
+        sent = [r.event for r in backend.recorded_events() if not r.dropped]
+        assert len(sent) == len(image_sets)
+        sqs = moto_server.client("sqs")
+        for event in sent:
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+
+        second = Exporter(config, tmp_path / "run-1.log")
+        try:
+            base = second.url()
+
+            def settled() -> bool:
+                body = fetch(base + "/metrics")[2]
+                counted = sample_value(body, FAILED) == len(image_sets)
+                return counted and queue_total(moto_server, url) == 0
+
+            wait_for(settled, timeout=30)
+            body = fetch(base + "/metrics")[2]
+            for image_set in image_sets:
+                assert sample_value(body, FAILED, image_set_id=image_set) == 1, image_set
+            # At least the resent copies arrived at this process, and none was counted again.
+            handled = sample_value(body, RECEIVED, outcome="applied") + sample_value(
+                body, RECEIVED, outcome="duplicate"
+            )
+            assert handled >= len(image_sets)
+            second.terminate()
+        finally:
+            if second.process.poll() is None:
+                second.kill()
