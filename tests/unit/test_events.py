@@ -248,7 +248,7 @@ def consumer(
 
 
 def count(metrics: EventMetrics, detail_type: str, outcome: EventOutcome) -> float:
-    return metrics.events_received.labels(detail_type, outcome.value)._value.get()
+    return float(metrics.events_received.labels(detail_type, outcome.value)._value.get())
 
 
 def test_one_batch_lists_once_publishes_once_and_deletes_what_is_done() -> None:
