@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.aws import ApiError, ClientFactory, HealthImagingApi, ImageSetSummary
 from exporter.config import AwsSettings, Config, DatastoreSettings, PollSettings
-from exporter.metrics.own import ExporterMetrics
+from exporter.metrics.own import EventMetrics, ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey, Version
 from exporter.outcomes import Outcome
@@ -235,4 +235,41 @@ def test_a_bug_after_the_listings_still_ends_the_cycle_and_publishes(
         assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
     finally:
         poller.close()
+        store.close()
+
+
+def test_a_change_a_cycle_finds_counts_as_missed_unless_an_event_announced_it(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    config = Config(datastores=(DatastoreSettings(GOOD_DS, (GOOD, BAD)),))
+    api = FakeApi({}, release)
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    harness = Harness(store, config, {GOOD_DS: api})
+    events = EventMetrics(CollectorRegistry())
+    harness.poller.event_metrics = events
+    try:
+        harness.poller.run_cycle()  # baselines: not changes
+
+        def missed() -> float:
+            return float(events.events_missed.labels(GOOD_DS)._value.get())
+
+        assert missed() == 0
+        # GOOD changes with no event; BAD changes and an event names it, but its listing by
+        # the event path runs before the change is visible (it finds nothing new).
+        api.answers[GOOD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, BAD): None})
+        assert results == {ImageSetKey(GOOD_DS, BAD): "unchanged"}
+        api.answers[BAD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        harness.poller.run_cycle()
+        assert missed() == 1  # GOOD's; BAD's was announced
+        # An event whose listing applies the change: the cycle finds nothing, misses nothing.
+        api.answers[GOOD] = (Version(3, "UPDATED", "ACTIVE"), *api.answers[GOOD])
+        results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, GOOD): None})
+        assert results == {ImageSetKey(GOOD_DS, GOOD): "changed"}
+        harness.poller.run_cycle()
+        assert missed() == 1
+        # Not watched: not listed.
+        assert harness.poller.list_for_events({ImageSetKey(BAD_DS, GOOD): None}) == {}
+    finally:
+        harness.poller.close()
         store.close()
