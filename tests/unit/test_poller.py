@@ -256,14 +256,15 @@ def test_a_change_a_cycle_finds_counts_as_missed_unless_an_event_announced_it(
         assert missed() == 0
         # GOOD changes with no event; BAD changes and an event names it, but its listing by
         # the event path runs before the change is visible (it finds nothing new).
-        api.answers[GOOD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        failed_good = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        api.answers[GOOD] = failed_good
         results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, BAD): None})
         assert results == {ImageSetKey(GOOD_DS, BAD): "unchanged"}
         api.answers[BAD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
         harness.poller.run_cycle()
         assert missed() == 1  # GOOD's; BAD's was announced
         # An event whose listing applies the change: the cycle finds nothing, misses nothing.
-        api.answers[GOOD] = (Version(3, "UPDATED", "ACTIVE"), *api.answers[GOOD])
+        api.answers[GOOD] = (Version(3, "UPDATED", "ACTIVE"), *failed_good)
         results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, GOOD): None})
         assert results == {ImageSetKey(GOOD_DS, GOOD): "changed"}
         harness.poller.run_cycle()
