@@ -18,7 +18,16 @@ from bench import fleet
 from bench.common import Figure
 
 # Module bench/<name>.py with run(quick: bool) -> list[Figure], in running order.
-SCENARIOS = ("scrape", "memory", "restart", "emulator", "steady", "backfill", "detection")
+SCENARIOS = (
+    "scrape",
+    "memory",
+    "restart",
+    "emulator",
+    "steady",
+    "backfill",
+    "detection",
+    "events",
+)
 DEFAULT_JSON = os.path.join(os.path.dirname(__file__), "results", "latest.json")
 
 
