@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from exporter.metrics.own import EventMetrics
 from exporter.model import ImageSetKey
 from exporter.outcomes import EventOutcome, Outcome
 from exporter.plan import ListingHint, shard_of
+from tests.dashboard_queries import documented_metrics
 
 DS = "12345678901234567890123456789012"
 IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
@@ -327,3 +329,14 @@ def test_events_config_defaults() -> None:
         foreign_events="delete",
     )
     assert parse_config({"datastores": [{"datastore_id": DS, "image_sets": "all"}]}).events is None
+
+
+def test_every_event_outcome_and_family_is_documented() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    for outcome in EventOutcome:
+        assert f"| `{outcome.value}` |" in text, outcome
+    documented = documented_metrics()
+    registry = CollectorRegistry()
+    EventMetrics(registry)
+    for family in registry.collect():
+        assert family.name in documented or f"{family.name}_total" in documented, family.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,22 @@ def test_redelivery_after_kill_9_counts_once(tmp_path: Path, moto_server: MotoSe
         finally:
             if second.process.poll() is None:
                 second.kill()
+
+
+def test_a_stop_ends_the_long_poll_in_flight(
+    emulator: EmulatorServer,
+    moto_server: MotoServer,
+    make_config: ConfigFactory,
+    daemon_for: Callable[..., Daemon],
+) -> None:
+    """A 20 s long poll on an empty queue: the stop waits for it at most, never hangs."""
+    url = make_queue(moto_server)
+    events = events_section(moto_server, url, wait_seconds=20)
+    config = make_config(poll={"interval_seconds": 3600}, events=events)
+    daemon = daemon_for(config)
+    wait_for(ready(daemon))
+    wait_for(lambda: any(t.name.startswith("job") for t in threading.enumerate()))
+    stopper = threading.Thread(target=daemon.stop)
+    stopper.start()
+    stopper.join(timeout=20 + config.aws.read_timeout_seconds)  # generous: a hang fails
+    assert not stopper.is_alive()
