@@ -42,6 +42,7 @@ class Watched:
     latencies: dict[str, float] = field(default_factory=dict)
     calls_before: float = 0.0
     cycles_before: float = 0.0
+    since: float = 0.0  # time.monotonic() of calls_before
 
 
 def _scrape(scraper: Scraper) -> bytes:
@@ -119,13 +120,18 @@ def run(quick: bool) -> list[Figure]:
             for w in watched:
                 _wait_first_cycle(w.daemon)
                 w.calls_before, w.cycles_before = _api_calls_and_cycles(_scrape(w.scraper))
+                w.since = time.monotonic()
             _measure(backend, datastore, rng.sample(ids, samples), watched, interval, rng)
             results = {w.name: w for w in watched}
             calls = {}
             for w in watched:
                 after_calls, after_cycles = _api_calls_and_cycles(_scrape(w.scraper))
+                made = after_calls - w.calls_before
                 cycles = max(1.0, after_cycles - w.cycles_before)
-                calls[w.name] = ((after_calls - w.calls_before) / cycles, cycles)
+                # Per cycle, and per interval of wall time (the two daemons' windows hold a
+                # different number of cycles when their schedules are out of phase).
+                per_interval = made / (time.monotonic() - w.since) * interval
+                calls[w.name] = (made / cycles, cycles, per_interval, made)
         finally:
             for w in watched:
                 w.scraper.close()
@@ -159,8 +165,18 @@ def run(quick: bool) -> list[Figure]:
             "calls",
             calls["polling"][0],
             f"polling only; HealthImaging attempts / cycles over the window "
-            f"({calls['events'][1]:g} and {calls['polling'][1]:g} cycles; events add one "
-            "listing per event)",
+            f"({calls['events'][3]:g} calls in {calls['events'][1]:g} cycles vs "
+            f"{calls['polling'][3]:g} in {calls['polling'][1]:g}; events add one listing per "
+            f"event, {samples} events)",
+            "",
+            None,
+        ),
+        Figure(
+            f"event_api_calls_per_interval_{size}",
+            calls["events"][2],
+            "calls",
+            calls["polling"][2],
+            f"polling only; HealthImaging attempts per {interval:g} s of wall time, same window",
             "",
             None,
         ),
