@@ -49,9 +49,12 @@ MALFORMED_LOG_EVERY_SECONDS = 300.0
 # How long one call of `run` keeps receiving before it returns to its scheduler.
 SLICE_SECONDS = 30.0
 
-# What the runtime passes for an import job event (issue 14 reads the job and ingests it);
-# without one, import job events are counted as `noted` and the cycles' own listing covers them.
-ImportJobHook = Callable[[ImagingEvent], None]
+# The hook for import job events: (datastore_id, job_id) -> whether reading the job now counted
+# it as ended; raises ApiError when the job cannot be read (the message is then left, to be
+# redelivered). Issue 14's `Poller.read_import_job` has this shape: pass it as `on_import_job`
+# once it is on main. Without a hook, import job events are `noted`, and the cycles' own
+# listing of import jobs covers them.
+ImportJobHook = Callable[[str, str], bool]
 
 
 class MessageQueue(Protocol):
@@ -183,8 +186,10 @@ class EventConsumer:
                     outcome = EventOutcome.IGNORED_FOREIGN
                     handled.append(Handled(message, label, outcome, event, not leave_foreign))
                     continue
-                self._note(event)
-                handled.append(Handled(message, label, EventOutcome.NOTED, event))
+                outcome = self._note(event)
+                handled.append(
+                    Handled(message, label, outcome, event, outcome != EventOutcome.FAILED)
+                )
                 continue
             key = ImageSetKey(event.datastore_id, event.image_set_id or "")
             result = results.get(key)
@@ -225,16 +230,21 @@ class EventConsumer:
             if key not in targets or hint is not None:
                 targets[key] = hint
 
-    def _note(self, event: ImagingEvent) -> None:
-        if event.kind is EventKind.IMPORT_JOB:
-            if self._on_import_job is not None:
-                self._on_import_job(event)
-            log.debug(
-                "events: import job %s of %s: %s", event.job_id, event.datastore_id, event.status
-            )
-        else:
+    def _note(self, event: ImagingEvent) -> EventOutcome:
+        """Act on a data store or import job event of a watched data store."""
+        if event.kind is not EventKind.IMPORT_JOB:
             # The data store's health shows in healthimaging_up after the next cycle.
             log.info("events: data store %s: %s", event.datastore_id, event.detail_type)
+            return EventOutcome.NOTED
+        log.debug("events: import job %s of %s: %s", event.job_id, event.datastore_id, event.status)
+        if self._on_import_job is None or event.job_id is None:
+            return EventOutcome.NOTED
+        try:
+            counted = self._on_import_job(event.datastore_id, event.job_id)
+        except ApiError as exc:
+            log.error("events: import job %s: %s", event.job_id, exc)
+            return EventOutcome.FAILED
+        return EventOutcome.APPLIED if counted else EventOutcome.NOTED
 
     def _delete(self, messages: list[QueueMessage]) -> None:
         for start in range(0, len(messages), 10):  # DeleteMessageBatch takes 10 at most

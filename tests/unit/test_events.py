@@ -340,3 +340,33 @@ def test_every_event_outcome_and_family_is_documented() -> None:
     EventMetrics(registry)
     for family in registry.collect():
         assert family.name in documented or f"{family.name}_total" in documented, family.name
+
+
+def test_import_job_events_go_to_the_hook_when_there_is_one() -> None:
+    cfg = config()
+    completed, failed_job = every_detail_type()[12], every_detail_type()[13]
+    read: list[tuple[str, str]] = []
+
+    def hook(datastore_id: str, job_id: str) -> bool:
+        read.append((datastore_id, job_id))
+        if len(read) == 2:
+            raise ApiError(Outcome.THROTTLED, "GetDICOMImportJob: ThrottlingException: slow")
+        return True
+
+    queue = FakeQueue([[message(0, completed), message(1, failed_job)]])
+    assert cfg.events is not None
+    metrics = EventMetrics(CollectorRegistry())
+    made = EventConsumer(
+        cfg.events, queue, FakePoller(cfg, {}), metrics, lambda: None, on_import_job=hook
+    )
+    made.consume_batch(threading.Event())
+    assert read == [(DS, JOB), (DS, JOB)]
+    assert queue.deleted == ["m0"]  # the unreadable job's event comes back
+    assert count(metrics, "Import Job Completed", EventOutcome.APPLIED) == 1
+    assert count(metrics, "Import Job Failed", EventOutcome.FAILED) == 1
+    # Without a hook: noted and deleted.
+    queue = FakeQueue([[message(0, completed)]])
+    made, metrics, _ = consumer(cfg, queue, FakePoller(cfg, {}))
+    made.consume_batch(threading.Event())
+    assert queue.deleted == ["m0"]
+    assert count(metrics, "Import Job Completed", EventOutcome.NOTED) == 1
