@@ -94,6 +94,9 @@ class DiscoverySettings:
     reconcile_seconds: float = 86_400.0
     # Explicit lists longer than this use search-based change detection too.
     list_threshold: int = 500
+    # On the first start of a state file, versions changed this long before it count as new
+    # (None: two poll intervals when sharded, else 0); see Config.initial_lookback_seconds.
+    initial_lookback_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,20 @@ class Config:
     events: EventsSettings | None = None
     shard: int = 0
     total_shards: int = 1
+
+    @property
+    def initial_lookback_seconds(self) -> float:
+        """How far back a new state file's first sights count changes as new.
+
+        A sharded process that starts with an empty state file is most often joining a running
+        fleet (a scale-up): its image sets were watched by another process until a moment ago,
+        so what changed while they moved must count. An unsharded first start is the first
+        sight of the fleet: a baseline.
+        """
+        configured = self.discovery.initial_lookback_seconds
+        if configured is not None:
+            return configured
+        return 2 * self.poll.interval_seconds if self.total_shards > 1 else 0.0
 
     def with_shard(self, shard: int | None, total_shards: int | None) -> Config:
         """Return the config with command-line shard flags applied and checked."""
@@ -443,7 +460,7 @@ def parse_config(data: object, source: str = "config") -> Config:
     discovery = r.mapping(
         top.get("discovery"),
         "discovery",
-        ("overlap_seconds", "reconcile_seconds", "list_threshold"),
+        ("overlap_seconds", "reconcile_seconds", "list_threshold", "initial_lookback_seconds"),
     )
     d = DiscoverySettings()
     host, port = r.get(web, "web", "listen_address", _listen_address, ("127.0.0.1", 9890))
@@ -475,6 +492,9 @@ def parse_config(data: object, source: str = "config") -> Config:
             ),
             list_threshold=r.get(
                 discovery, "discovery", "list_threshold", _integer(1), d.list_threshold
+            ),
+            initial_lookback_seconds=r.get(
+                discovery, "discovery", "initial_lookback_seconds", _number(0, 86_400), None
             ),
         ),
         events=_read_events(r, top.get("events")),

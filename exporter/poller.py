@@ -172,7 +172,9 @@ class Poller:
         for ds_id in sorted({ds.datastore_id for ds in self._config.datastores}):
             try:
                 record = self._state.record(ds_id)
-                noted = note_assignment(record, assignment, now)
+                noted = note_assignment(
+                    record, assignment, now, self._config.initial_lookback_seconds
+                )
                 if noted != record:
                     if noted.resharded_at != record.resharded_at:
                         log.info("data store %s: shard assignment now %s", ds_id, assignment)

@@ -23,11 +23,26 @@ def assignment_of(shard: int, total_shards: int) -> str:
     return f"{shard}/{total_shards}"
 
 
-def note_assignment(record: DatastoreRecord, assignment: str, now: float) -> DatastoreRecord:
-    """Return the record with this process's assignment; a change keeps when and what was seen."""
+def note_assignment(
+    record: DatastoreRecord, assignment: str, now: float, join_lookback: float = 0.0
+) -> DatastoreRecord:
+    """Return the record with this process's assignment; a change keeps when and what was seen.
+
+    `join_lookback` > 0 on a data store this state file has never seen: the process is joining
+    a fleet that watched it until now (a new shard), so first sights count what changed in the
+    last `join_lookback` seconds.
+    """
     if record.shard_assignment == assignment:
         return record
     if record.shard_assignment is None:
+        never_seen = record.last_success is None and record.discovery_started is None
+        if never_seen and join_lookback > 0:
+            return replace(
+                record,
+                shard_assignment=assignment,
+                resharded_at=now,
+                watched_until=now - join_lookback,
+            )
         # A data store met for the first time, or state written before assignments were kept:
         # no change is known, so first sights stay baselines.
         return replace(record, shard_assignment=assignment)

@@ -6,9 +6,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from exporter.model import CounterKey, ImageSetSnapshot
 from exporter.service import ExporterService
+from exporter.store import SnapshotStore, StoreError
 
 # The demo dataset's data store and the image set of the CLI reference's worked example.
 DEMO_DATASTORE = "12345678901234567890123456789012"
@@ -76,3 +78,20 @@ def sample_value(body: bytes | str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+class FullDisk(SnapshotStore):
+    """A real store whose snapshot writes fail while `full` is set, as SQLITE_FULL would."""
+
+    full = False
+
+    def apply(
+        self,
+        snapshot: ImageSetSnapshot,
+        increments: Mapping[CounterKey, float],
+        drop_counters: bool = False,
+    ) -> None:
+        """Write, unless the disk is `full`."""
+        if self.full:
+            raise StoreError("state.path test: cannot write: database or disk is full")
+        super().apply(snapshot, increments, drop_counters)

@@ -17,6 +17,8 @@ CUSTOM_CONFIG = """{
   showMultiCluster: true,
   pollStaleThresholdSeconds: 1200,
   throttlingRatioThreshold: 0.25,
+  stuckWorkflowThresholdSeconds: 7200,
+  stuckWorkflowLookback: '30m',
   runbookURLBase: 'https://wiki.example.org/healthimaging/runbooks',
   dashboardTitle: 'HealthImaging (eu-1)',
   dashboardUID: 'hi-eu-1',

@@ -29,6 +29,17 @@
     // HealthImagingThrottlingSustained: share of the API attempts of an operation throttled
     // (over 5 minutes, for 15 minutes).
     throttlingRatioThreshold: 0.1,
+    // HealthImagingWorkflowStuck: seconds a version may stay in an in-progress workflow status
+    // (COPYING, UPDATING, IMPORTING, DELETING, ...) before it pages. Copies of large image sets
+    // take minutes; raise it if yours legitimately take longer.
+    stuckWorkflowThresholdSeconds: 3600,
+    // HealthImagingWorkflowStuck reads the in-progress series over this window, so a scrape gap
+    // shorter than it (exporter restart, rolling update, reshard, Prometheus restart) neither
+    // resolves nor re-pages the alert. A version that leaves its status resolves the alert at the
+    // next evaluation when the exporter process that tracks it is scraped and exports the image
+    // set's series (per_image_set: all); otherwise (failures_only, none, or the version left
+    // while its image set moved between processes) one window later.
+    stuckWorkflowLookback: '15m',
 
     // Every alert's runbook_url is runbookURLBase + '#' + the lower-cased alert name: one
     // section per alert in docs/runbooks.md. Point it at your fork or an internal copy.

@@ -201,7 +201,10 @@ def test_outages_raise_unreachable_stale_and_down(stack: Stack) -> None:
 def test_every_dashboard_query_runs(stack: Stack) -> None:
     """Every panel query runs without error, and returns data wherever its metrics exist."""
     add_failures(stack)
+    # A copy in progress, for the panels of in-progress workflows.
+    stack.emulator.backend.add_version(DATASTORE, IMAGE_SET, "COPYING")
     stack.prometheus.wait_for_query("healthimaging_forced_versions_total")
+    stack.prometheus.wait_for_query("healthimaging_image_set_in_progress_since_timestamp_seconds")
     # Let the rate windows fill with a few scrapes after the event.
     stack.prometheus.wait_for_query(
         "count_over_time(healthimaging_forced_versions_total[10s]) >= 5"

@@ -95,3 +95,38 @@ def test_failures_while_image_sets_move_are_counted_once_across_the_processes(
         if name == "healthimaging_failures_total"
     }
     assert reasons == {"INVALID_REQUEST": 1, "INTERNAL_ERROR": 1}
+
+
+def test_a_new_shard_process_counts_a_failure_that_happened_while_its_image_sets_moved(
+    emulator: EmulatorServer,
+    make_config: ConfigFactory,
+    service_for: ServiceFactory,
+    tmp_path: Path,
+) -> None:
+    moving = "b7d2c4e6f8a0b2c4d6e8f0a2b4c6d8e0"
+    assert shard_of(moving, 3) == 1
+
+    def config(name: str, shard: int, total: int) -> Config:
+        return make_config(
+            DEMO_IMAGE_SETS,
+            state={"path": str(tmp_path / f"{name}.db")},
+            shard=shard,
+            total_shards=total,
+        )
+
+    # One process watches the whole fleet; its first poll is the baseline.
+    a = service_for(config("a", 0, 1))
+    assert a.poll().ok and a.poll().ok
+    assert not failed(samples_of(a))
+    a.close()
+
+    # Scaled to three shards: while the new pods start, an image set of shard 1 fails.
+    emulator.backend.add_version(DEMO_DATASTORE, moving, "COPY_FAILED", message="INVALID_REQUEST")
+    shards = [service_for(config(name, n, 3)) for n, name in enumerate(("a", "b", "c"))]
+    for service in shards:
+        assert service.poll().ok and service.poll().ok
+    counted = [failed(samples_of(service)) for service in shards]
+    # Shard 1 starts on an empty state file: it joins a running fleet (the lookback), so the
+    # failure that happened while its image sets moved counts there, once; the demo's old
+    # failures are a baseline everywhere.
+    assert counted == [{}, {(moving, "COPY_FAILED"): 1}, {}]

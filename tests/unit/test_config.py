@@ -177,3 +177,12 @@ def test_any_yaml_text_is_a_config_or_one_config_error(text: str) -> None:
 )
 def test_any_data_dumped_to_yaml_is_a_config_or_one_config_error(data: object) -> None:
     _assert_config_or_one_config_error(yaml.safe_dump(data))
+
+
+def test_initial_lookback_defaults_to_two_intervals_only_when_sharded() -> None:
+    base = {"datastores": [{"datastore_id": "1" * 32, "image_sets": ["a" * 32]}]}
+    assert parse_config({**base, "poll": {"interval_seconds": 30}}).initial_lookback_seconds == 0
+    sharded = parse_config({**base, "poll": {"interval_seconds": 30}, "total_shards": 3})
+    assert sharded.initial_lookback_seconds == 60
+    explicit = {**base, "total_shards": 3, "discovery": {"initial_lookback_seconds": 0}}
+    assert parse_config(explicit).initial_lookback_seconds == 0

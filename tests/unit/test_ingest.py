@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,32 +11,17 @@ import pytest
 from exporter.aws import ApiError
 from exporter.execute import Listing
 from exporter.ingest import Ingest, Ingested
-from exporter.model import FAILED_VERSIONS, CounterKey, ImageSetKey, ImageSetSnapshot, Version
+from exporter.model import FAILED_VERSIONS, CounterKey, ImageSetKey, Version
 from exporter.outcomes import Outcome
 from exporter.plan import ListingHint
 from exporter.state import FleetState
-from exporter.store import DatastoreRecord, SnapshotStore, StoreError
+from exporter.store import DatastoreRecord
+from tests.helpers import FullDisk
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 V1 = Version(1, "COPIED", "ACTIVE")
 V2_FAILED = Version(2, "COPY_FAILED", "ACTIVE", reason="INVALID_REQUEST")
 V3_FAILED = Version(3, "COPY_FAILED", "ACTIVE")
-
-
-class FullDisk(SnapshotStore):
-    """A real store whose snapshot writes fail while `full` is set."""
-
-    full = False
-
-    def apply(
-        self,
-        snapshot: ImageSetSnapshot,
-        increments: Mapping[CounterKey, float],
-        drop_counters: bool = False,
-    ) -> None:
-        if self.full:
-            raise StoreError("state.path test: cannot write: database or disk is full")
-        super().apply(snapshot, increments, drop_counters)
 
 
 @pytest.fixture

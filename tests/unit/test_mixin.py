@@ -74,6 +74,8 @@ def test_default_selectors_keep_the_shipped_behaviour() -> None:
             assert "job=" not in expr, name
     assert "> 600)" in rules["HealthImagingPollStale"]
     assert rules["HealthImagingThrottlingSustained"].rstrip().endswith(") > 0.1")
+    stuck = rules["HealthImagingWorkflowStuck"]
+    assert stuck.count("> 3600") == 2 and "[15m]" in stuck and "[30m]" not in stuck
 
 
 def test_custom_config_reaches_every_rule_and_panel(tmp_path: Path) -> None:
@@ -88,6 +90,10 @@ def test_custom_config_reaches_every_rule_and_panel(tmp_path: Path) -> None:
     assert "healthimaging-exporter" not in "".join(exprs.values())
     assert "> 1200)" in exprs["HealthImagingPollStale"]
     assert exprs["HealthImagingThrottlingSustained"].rstrip().endswith(") > 0.25")
+    stuck = next(r for r in rules if r.get("alert") == "HealthImagingWorkflowStuck")
+    assert stuck["expr"].count("> 7200") == 2 and "3600" not in stuck["expr"]
+    assert "[30m]" in stuck["expr"] and "[15m]" not in stuck["expr"]
+    assert "(threshold 7200 s)" in stuck["annotations"]["description"]
     for rule in (r for r in rules if "alert" in r):
         url = rule["annotations"]["runbook_url"]
         assert url == f"https://wiki.example.org/healthimaging/runbooks#{rule['alert'].lower()}"
@@ -102,6 +108,9 @@ def test_custom_config_reaches_every_rule_and_panel(tmp_path: Path) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["cluster"]["hide"] == 0
     assert 'cluster="eu-1"' in variables["cluster"]["definition"]
+    oldest = next(p for p in dashboard["panels"] if p["title"] == "Oldest in-progress version age")
+    steps = oldest["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == 7200
     exprs_in_panels = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs_in_panels) >= 25
     for expr in exprs_in_panels:

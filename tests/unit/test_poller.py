@@ -22,7 +22,7 @@ from exporter.outcomes import Outcome
 from exporter.poller import Poller
 from exporter.state import FleetState
 from exporter.store import DatastoreRecord, SnapshotStore
-from tests.unit.test_ingest import FullDisk
+from tests.helpers import FullDisk
 
 GOOD_DS, BAD_DS = "a" * 32, "b" * 32
 GOOD, BAD = "1" * 32, "2" * 32

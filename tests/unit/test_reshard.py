@@ -79,3 +79,19 @@ def test_failure_during_the_move_counts_once_and_old_ones_not_at_all() -> None:
     assert all(x.changed_at is None for x in change.snapshot.versions)
     # The next poll of the same list counts nothing more.
     assert diff_versions(KEY, change.snapshot, versions).increments == {}
+
+
+def test_a_new_shard_on_a_fresh_state_file_counts_the_last_moments() -> None:
+    record = DatastoreRecord(DS)
+    noted = note_assignment(record, assignment_of(1, 3), now=2_000.0, join_lookback=120.0)
+    assert (noted.shard_assignment, noted.resharded_at, noted.watched_until) == (
+        "1/3",
+        2_000.0,
+        1_880.0,
+    )
+    # Only a state file that never saw the data store joins this way: one that polled it keeps
+    # the plain first-assignment rule (no change known).
+    polled = DatastoreRecord(DS, last_success=LAST_POLL)
+    assert note_assignment(polled, "1/3", now=2_000.0, join_lookback=120.0).watched_until is None
+    # And without a lookback, a fresh state file is the first sight of the fleet: a baseline.
+    assert note_assignment(record, "0/1", now=2_000.0).watched_until is None

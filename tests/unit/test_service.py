@@ -50,7 +50,8 @@ def test_no_attempt_is_sent_once_stopping() -> None:
 
 
 def test_a_stop_ends_a_wait_for_the_budget() -> None:
-    gate, stopping, _ = gate_for(0.01)  # one request per 100 s: the first waits ~99 s
+    gate, stopping, _ = gate_for(0.01)  # one request per 100 s
+    gate.before_attempt("ListImageSetVersions")  # takes the slot; the next waits ~100 s
     outcome: list[object] = []
 
     def second() -> None:

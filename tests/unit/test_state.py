@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -22,27 +21,12 @@ from exporter.model import (
 )
 from exporter.service import ExporterService
 from exporter.state import FleetState
-from exporter.store import SnapshotStore, StoreError
+from exporter.store import SnapshotStore
+from tests.helpers import FullDisk
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 FAILED = CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")
 NEW = CounterKey(NEW_VERSIONS, KEY.datastore_id, "", "COPY_FAILED")
-
-
-class FullDisk(SnapshotStore):
-    """A real store whose writes fail while `full` is set, as SQLITE_FULL would."""
-
-    full = False
-
-    def apply(
-        self,
-        snapshot: ImageSetSnapshot,
-        increments: Mapping[CounterKey, float],
-        drop_counters: bool = False,
-    ) -> None:
-        if self.full:
-            raise StoreError("state.path test: cannot write: database or disk is full")
-        super().apply(snapshot, increments, drop_counters)
 
 
 def change(versions: int) -> ImageSetChange:

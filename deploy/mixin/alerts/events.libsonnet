@@ -20,22 +20,23 @@
 // the exporter's series directly. docs/alerting.md explains the choice and the versions
 // supported (Prometheus 2.42 to 3.x, Alertmanager 0.25 or newer).
 //
-// The annotations console_url and command look the data store's region up in
-// healthimaging_datastore_info with `query` (the region is not an alert label); without it
-// (an older exporter) the link lets the console choose the region and the command has no
-// --region. `%%s` is Go's printf verb, escaped for jsonnet's `%` formatting.
-local region = |||
-  printf `max by (region) (last_over_time(healthimaging_datastore_info{datastore_id='%%s',%(exporterSelector)s}[1d]))` $labels.datastore_id | query
+// The annotations console_url and command come from alerts.libsonnet (imageSetAnnotations).
+// The failure alerts add `reason`, the bounded code of the failed version's message
+// (INVALID_REQUEST, ..., or other), looked up with `query` in
+// healthimaging_image_set_last_failure_info: an annotation, never a label, so a change of
+// reason can neither split an alert in two nor page again (Alertmanager notifies on changes of
+// the alerts' labels, not of their annotations). The instant series is preferred (the image
+// set's latest failure in that status); `or on ()` falls back to the last hour's samples
+// during a scrape gap; `unknown` when the exporter does not export it (per_image_set: none,
+// or an older exporter). `%%[1]s` is Go's printf verb with an argument index.
+local reason = |||
+  {{ with printf `max by (reason) (healthimaging_image_set_last_failure_info{datastore_id='%%[1]s',image_set_id='%%[2]s',workflow_status='%%[3]s',%(exporterSelector)s}) or on () max by (reason) (last_over_time(healthimaging_image_set_last_failure_info{datastore_id='%%[1]s',image_set_id='%%[2]s',workflow_status='%%[3]s',%(exporterSelector)s}[1h]))` $labels.datastore_id $labels.image_set_id $labels.workflow_status | query }}{{ . | first | label `reason` }}{{ else }}unknown{{ end }}
 |||;
 
 {
-  local eventAnnotations = {
-    console_url: std.rstripChars(|||
-      {{ with %(region)s }}{{ with . | first | label `region` }}https://{{ . }}.console.aws.amazon.com/medical-imaging/home?region={{ . }}#/dataStores/{{ $labels.datastore_id }}/imageSets/{{ $labels.image_set_id }}{{ end }}{{ else }}https://console.aws.amazon.com/medical-imaging/home#/dataStores/{{ $labels.datastore_id }}/imageSets/{{ $labels.image_set_id }}{{ end }}
-    |||, '\n') % { region: std.rstripChars(region % $._config, '\n') },
-    command: std.rstripChars(|||
-      aws medical-imaging list-image-set-versions {{ with %(region)s }}{{ with . | first | label `region` }}--region {{ . }} {{ end }}{{ end }}--datastore-id {{ $labels.datastore_id }} --image-set-id {{ $labels.image_set_id }}
-    |||, '\n') % { region: std.rstripChars(region % $._config, '\n') },
+  local eventAnnotations = $.imageSetAnnotations,
+  local failureAnnotations = eventAnnotations {
+    reason: std.rstripChars(reason, '\n') % $._config,
   },
 
   prometheusAlerts+:: {
@@ -56,7 +57,7 @@ local region = |||
             annotations: {
               summary: 'COPY_FAILED version in image set {{ $labels.image_set_id }} of data store {{ $labels.datastore_id }}',
               description: 'A version of image set {{ $labels.image_set_id }} in data store {{ $labels.datastore_id }} entered COPY_FAILED (counted at {{ $value | humanizeTimestamp }}); the copy did not complete.',
-            } + eventAnnotations,
+            } + failureAnnotations,
           },
           {
             alert: 'HealthImagingUpdateOrImportFailed',
@@ -71,7 +72,7 @@ local region = |||
             annotations: {
               summary: '{{ $labels.workflow_status }} version in image set {{ $labels.image_set_id }} of data store {{ $labels.datastore_id }}',
               description: 'A version of image set {{ $labels.image_set_id }} in data store {{ $labels.datastore_id }} entered {{ $labels.workflow_status }} (counted at {{ $value | humanizeTimestamp }}).',
-            } + eventAnnotations,
+            } + failureAnnotations,
           },
           {
             alert: 'HealthImagingForcedOverride',

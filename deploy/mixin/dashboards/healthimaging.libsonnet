@@ -275,12 +275,57 @@ local g = import 'panels.libsonnet';
           short,
         ),
 
-        g.row('Poll health', 32),
+        g.row('Workflows in progress', 32),
+        g.panel(
+          'timeseries',
+          'In-progress versions by status',
+          'Versions of all tracked image sets in an in-progress workflow status (COPYING, UPDATING, IMPORTING, DELETING, ...), by status.',
+          g.pos(0, 33, 8, 8),
+          [g.target('A', 'sum by (workflow_status) (healthimaging_datastore_in_progress_versions{%(d)s})' % s, '{{workflow_status}}')],
+          short,
+        ),
+        g.panel(
+          'timeseries',
+          'Oldest in-progress version age',
+          'How long the oldest version of each data store has been in each in-progress status; HealthImagingWorkflowStuck pages above the dashed line.',
+          g.pos(8, 33, 8, 8),
+          [g.target('A', 'time() - min by (datastore_id, workflow_status) (healthimaging_datastore_oldest_in_progress_version_timestamp_seconds{%(d)s})' % s, '{{datastore_id}} {{workflow_status}}')],
+          {
+            unit: 's',
+            custom: { thresholdsStyle: { mode: 'dashed' } },
+            thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }, { color: 'red', value: cfg.stuckWorkflowThresholdSeconds }] },
+          },
+        ),
+        g.panel(
+          'timeseries',
+          'Failures by reason',
+          "Versions counted entering a failed workflow status, per interval, by data store and reason (the failed version's message's leading code, or other).",
+          g.pos(16, 33, 8, 8),
+          [g.target('A', 'sum by (datastore_id, reason) (%s)' % newIn('healthimaging_failures_total{%(d)s}' % s, '$__rate_interval'), '{{datastore_id}} {{reason}}')],
+          short { custom: { drawStyle: 'bars' } },
+        ),
+        g.panel(
+          'table',
+          'Image sets in progress longest',
+          'The image sets whose versions have been in an in-progress status longest (needs per-image-set series: metrics.per_image_set all or failures_only).',
+          g.pos(0, 41, 24, 9),
+          [g.tableTarget('A', 'topk(20, time() - min by (%s) (healthimaging_image_set_in_progress_since_timestamp_seconds{%s}))' % [byFailure, s.d])],
+          overrides=[{ matcher: { id: 'byName', options: 'In progress for' }, properties: [{ id: 'unit', value: 's' }] }],
+        ) {
+          transformations: organize({
+            Value: 'In progress for',
+            datastore_id: 'Data store',
+            image_set_id: 'Image set',
+            workflow_status: 'Status',
+          }) + [sortBy('In progress for')],
+        },
+
+        g.row('Poll health', 50),
         g.panel(
           'state-timeline',
           'Data store up',
           '1 when the last poll of the data store fully succeeded.',
-          g.pos(0, 33, 8, 8),
+          g.pos(0, 51, 8, 8),
           [g.target('A', 'healthimaging_up{%(d)s}' % s, '{{datastore_id}}')],
           { mappings: [{ type: 'value', options: { '0': { text: 'down', color: 'red' }, '1': { text: 'up', color: 'green' } } }] },
         ),
@@ -288,7 +333,7 @@ local g = import 'panels.libsonnet';
           'timeseries',
           'Time since last successful poll',
           "Seconds since each data store's last fully successful poll.",
-          g.pos(8, 33, 8, 8),
+          g.pos(8, 51, 8, 8),
           [g.target('A', 'time() - healthimaging_exporter_last_successful_poll_timestamp_seconds{%(d)s}' % s, '{{datastore_id}} {{instance}}')],
           { unit: 's' },
         ),
@@ -296,7 +341,7 @@ local g = import 'panels.libsonnet';
           'timeseries',
           'Poll duration',
           'Quantiles of the duration of a whole poll cycle (all data stores of the process).',
-          g.pos(16, 33, 8, 8),
+          g.pos(16, 51, 8, 8),
           [
             g.target(
               q.ref,
@@ -315,17 +360,17 @@ local g = import 'panels.libsonnet';
           'timeseries',
           'Poll errors by reason',
           'Image sets or data stores whose poll failed, per second, by data store and reason.',
-          g.pos(0, 41, 24, 7),
+          g.pos(0, 59, 24, 7),
           [g.target('A', 'sum by (datastore_id, reason) (rate(healthimaging_exporter_poll_errors_total{%(d)s}[$__rate_interval]))' % s, '{{datastore_id}} {{reason}}')],
           { unit: 'ops' },
         ),
 
-        g.row('AWS HealthImaging API', 48),
+        g.row('AWS HealthImaging API', 66),
         g.panel(
           'timeseries',
           'API requests by outcome vs budget',
           'HTTP attempts to AWS HealthImaging per second by operation and outcome (retries included), against the client-side request budget.',
-          g.pos(0, 49, 12, 8),
+          g.pos(0, 67, 12, 8),
           [
             g.target('A', 'sum by (operation, outcome) (rate(healthimaging_exporter_api_requests_total{%(p)s}[$__rate_interval]))' % s, '{{operation}} {{outcome}}'),
             g.target('B', 'sum by (operation) (healthimaging_exporter_rate_budget_requests_per_second{%(p)s})' % s, '{{operation}} budget'),
@@ -337,7 +382,7 @@ local g = import 'panels.libsonnet';
           'timeseries',
           'Throttling',
           'Throttled attempts per second, and the share of time spent waiting for the request budget, by operation.',
-          g.pos(12, 49, 12, 8),
+          g.pos(12, 67, 12, 8),
           [
             g.target('A', 'sum by (operation) (rate(healthimaging_exporter_api_requests_total{%(p)s,outcome="throttled"}[$__rate_interval]))' % s, '{{operation}} throttled/s'),
             g.target('B', 'sum by (operation) (rate(healthimaging_exporter_rate_budget_wait_seconds_total{%(p)s}[$__rate_interval]))' % s, '{{operation}} budget wait (s/s)'),
@@ -345,12 +390,12 @@ local g = import 'panels.libsonnet';
           short,
         ),
 
-        g.row('Backfill and exporter', 57),
+        g.row('Backfill and exporter', 75),
         g.panel(
           'timeseries',
           'Backfill progress',
           'Image sets listed so far by the inventory backfill, per data store; the line stops rising once the backfill is complete.',
-          g.pos(0, 58, 12, 8),
+          g.pos(0, 76, 12, 8),
           [
             g.target('A', 'healthimaging_datastore_backfill_image_sets{%(d)s}' % s, '{{datastore_id}}'),
             g.target('B', 'healthimaging_datastore_backfill_complete{%(d)s}' % s, '{{datastore_id}} complete'),
@@ -362,7 +407,7 @@ local g = import 'panels.libsonnet';
           'table',
           'Exporter processes',
           'Per process: version, shard, state store and configuration health.',
-          g.pos(12, 58, 12, 8),
+          g.pos(12, 76, 12, 8),
           [
             g.tableTarget('A', 'max by (instance, version) (healthimaging_exporter_build_info{%(p)s})' % s),
             g.tableTarget('B', 'max by (instance) (healthimaging_exporter_shard_ordinal{%(p)s})' % s),
