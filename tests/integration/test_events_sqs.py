@@ -15,6 +15,7 @@ from exporter.daemon import Daemon
 from exporter.emulator import EmulatorServer
 from exporter.emulator.events import EventSettings
 from exporter.plan import shard_of
+from exporter.service import ExporterService
 from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, sample_value, wait_for
 from tests.integration.conftest import ConfigFactory
 from tests.integration.test_crash_safety import Exporter  # the console script, killed with -9
@@ -239,14 +240,55 @@ def test_a_stop_ends_the_long_poll_in_flight(
     make_config: ConfigFactory,
     daemon_for: Callable[..., Daemon],
 ) -> None:
-    """A 20 s long poll on an empty queue: the stop waits for it at most, never hangs."""
+    """A 20 s long poll on an empty queue: the stop waits for it at most, never hangs.
+
+    And it leaves no job or event listing thread behind.
+    """
     url = make_queue(moto_server)
     events = events_section(moto_server, url, wait_seconds=20)
     config = make_config(poll={"interval_seconds": 3600}, events=events)
     daemon = daemon_for(config)
     wait_for(ready(daemon))
-    wait_for(lambda: any(t.name.startswith("job") for t in threading.enumerate()))
+    emulator.backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
+    emulator.backend.add_version(DEMO_DATASTORE, DEMO_IMAGE_SET, "COPY_FAILED")
+    wait_for(lambda: value(daemon, FAILED) == 1, timeout=20)  # an event listing ran
+    assert any(t.name.startswith("event_") for t in threading.enumerate())
     stopper = threading.Thread(target=daemon.stop)
     stopper.start()
     stopper.join(timeout=20 + config.aws.read_timeout_seconds)  # generous: a hang fails
     assert not stopper.is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("event_", "job_"))]
+
+
+def test_a_reload_turns_events_on_and_off(
+    emulator: EmulatorServer, moto_server: MotoServer, make_config: ConfigFactory
+) -> None:
+    url = make_queue(moto_server)
+    plain = make_config(poll={"interval_seconds": 3600})
+    with_events = make_config(
+        poll={"interval_seconds": 3600}, events=events_section(moto_server, url)
+    )
+    configs = [with_events, plain]
+    service = ExporterService(plain, load_config=lambda: configs.pop(0))
+    try:
+        service.poll()
+        assert service.events is None
+        assert b"events_received" not in service.exposition().text
+        assert service.reload() is None
+        emulator.backend.configure_events(
+            EventSettings(queue_url=url, endpoint_url=moto_server.url)
+        )
+        emulator.backend.add_version(DEMO_DATASTORE, DEMO_IMAGE_SET, "COPY_FAILED")
+
+        def applied() -> bool:
+            service.consume_events(slice_seconds=0.0)  # one batch, as the runtime's job runs it
+            return sample_value(service.exposition().text, RECEIVED, outcome="applied") == 1
+
+        wait_for(applied, timeout=20)
+        text = service.exposition().text
+        assert sample_value(text, FAILED, image_set_id=DEMO_IMAGE_SET) == 1
+        assert service.reload() is None
+        assert service.events is None
+        service.consume_events(slice_seconds=0.0)  # a no-op
+    finally:
+        service.close()
