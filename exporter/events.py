@@ -82,6 +82,9 @@ class EventTarget(Protocol):
     ) -> dict[ImageSetKey, Ingested | Outcome]:
         """List the watched ones of `targets` now; return each one's result."""
 
+    def has_seen(self, key: ImageSetKey, version: int | None, workflow_status: str | None) -> bool:
+        """Tell whether the state already holds what an image set event announces."""
+
 
 @dataclass(frozen=True, slots=True)
 class Handled:
@@ -162,6 +165,7 @@ class EventConsumer:
         config = self._poller.config
         parsed: list[tuple[QueueMessage, ImagingEvent | None, str]] = []
         targets: dict[ImageSetKey, ListingHint | None] = {}
+        seen: set[str] = set()  # event ids whose news the state already holds
         for message in messages:
             try:
                 event = parse_event(message.body)
@@ -170,7 +174,7 @@ class EventConsumer:
                 parsed.append((message, None, peek_detail_type(message.body)))
                 continue
             parsed.append((message, event, event.detail_type))
-            self._target(config, event, targets)
+            self._target(config, event, targets, seen)
         results = self._poller.list_for_events(targets) if targets else {}
         handled: list[Handled] = []
         applied_keys: set[ImageSetKey] = set()  # one `applied` per image set and batch
@@ -193,7 +197,9 @@ class EventConsumer:
                 continue
             key = ImageSetKey(event.datastore_id, event.image_set_id or "")
             result = results.get(key)
-            if key not in targets:
+            if event.event_id in seen:
+                handled.append(Handled(message, label, EventOutcome.DUPLICATE, event))
+            elif key not in targets:
                 outcome = EventOutcome.IGNORED_FOREIGN
                 handled.append(Handled(message, label, outcome, event, not leave_foreign))
             elif result in CHANGES and key not in applied_keys:
@@ -216,19 +222,26 @@ class EventConsumer:
         self._delete([h.message for h in handled if h.delete])
         return handled
 
-    @staticmethod
     def _target(
-        config: Config, event: ImagingEvent, targets: dict[ImageSetKey, ListingHint | None]
+        self,
+        config: Config,
+        event: ImagingEvent,
+        targets: dict[ImageSetKey, ListingHint | None],
+        seen: set[str],
     ) -> None:
         """Add the image set an event names to the batch's listings, if this process has it."""
         if event.kind is not EventKind.IMAGE_SET or event.image_set_id is None:
             return
         key = ImageSetKey(event.datastore_id, event.image_set_id)
-        if watches(config, key):
-            # A created image set's whole history is news, as a cycle's search counts it.
-            hint = ListingHint(created_at=event.time) if _creates(event) else None
-            if key not in targets or hint is not None:
-                targets[key] = hint
+        if not watches(config, key):
+            return
+        if self._poller.has_seen(key, event.version, event.workflow_status):
+            seen.add(event.event_id)  # a duplicate or a late copy: no call spent on it
+            return
+        # A created image set's whole history is news, as a cycle's search counts it.
+        hint = ListingHint(created_at=event.time) if _creates(event) else None
+        if key not in targets or hint is not None:
+            targets[key] = hint
 
     def _note(self, event: ImagingEvent) -> EventOutcome:
         """Act on a data store or import job event of a watched data store."""

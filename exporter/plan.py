@@ -84,6 +84,24 @@ def needs_listing(snapshot: ImageSetSnapshot | None, summary: ImageSetSummary) -
     return summary.updated_at != snapshot.seen_updated_at
 
 
+def already_seen(
+    snapshot: ImageSetSnapshot | None, version: int | None, workflow_status: str | None
+) -> bool:
+    """Tell whether an image set event says nothing the snapshot has not seen.
+
+    True when the snapshot holds that version in that status (a duplicate, or a late copy of an
+    event already listed), or the image set is recorded as deleted and the event says DELETED:
+    listing it would find nothing new, so the event path spends no call on it.
+    """
+    if snapshot is None or workflow_status is None:
+        return False
+    if snapshot.is_deleted:
+        return workflow_status == "DELETED"
+    return any(
+        v.version_id == version and v.workflow_status == workflow_status for v in snapshot.versions
+    )
+
+
 def wanted_keys(config: Config, known: Iterable[ImageSetKey]) -> set[ImageSetKey]:
     """Return which known image sets the config still covers (the rest are forgotten)."""
     wanted: set[ImageSetKey] = set()

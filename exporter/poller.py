@@ -31,6 +31,7 @@ from exporter.outcomes import Outcome
 from exporter.plan import (
     DatastorePlan,
     ListingHint,
+    already_seen,
     plan_datastore,
     shard_of,
     uses_search,
@@ -337,6 +338,10 @@ class Poller:
             announced = key in self._announced
             self._announced.discard(key)
         return self.event_metrics is not None and known and outcome in CHANGES and not announced
+
+    def has_seen(self, key: ImageSetKey, version: int | None, workflow_status: str | None) -> bool:
+        """Tell whether the state already holds what an image set event announces."""
+        return already_seen(self._state.get(key), version, workflow_status)
 
     def list_for_events(
         self, targets: dict[ImageSetKey, ListingHint | None]

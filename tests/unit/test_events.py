@@ -27,9 +27,9 @@ from exporter.emulator import events as emulated
 from exporter.events import EventConsumer
 from exporter.ingest import Ingested
 from exporter.metrics.own import EventMetrics
-from exporter.model import ImageSetKey
+from exporter.model import ImageSetKey, ImageSetSnapshot, Version
 from exporter.outcomes import EventOutcome, Outcome
-from exporter.plan import ListingHint, shard_of
+from exporter.plan import ListingHint, already_seen, shard_of
 from tests.dashboard_queries import documented_metrics
 
 DS = "12345678901234567890123456789012"
@@ -207,6 +207,7 @@ class FakePoller:
         self._config = config
         self.results = results
         self.asked: list[dict[ImageSetKey, ListingHint | None]] = []
+        self.seen: set[tuple[ImageSetKey, int | None, str | None]] = set()
 
     @property
     def config(self) -> Config:
@@ -217,6 +218,9 @@ class FakePoller:
     ) -> dict[ImageSetKey, Ingested | Outcome]:
         self.asked.append(dict(targets))
         return {k: self.results[k] for k in targets}
+
+    def has_seen(self, key: ImageSetKey, version: int | None, workflow_status: str | None) -> bool:
+        return (key, version, workflow_status) in self.seen
 
 
 def config(foreign: str = "delete", **top: Any) -> Config:
@@ -281,6 +285,34 @@ def test_one_batch_lists_once_publishes_once_and_deletes_what_is_done() -> None:
     assert count(metrics, "Data Store Deleted", EventOutcome.NOTED) == 1
     assert metrics.event_lag._sum.get() == 2.5  # one applied event, 2.5 s after its time
     assert metrics.events_queue_messages.labels("visible")._value.get() == 7
+
+
+def test_an_event_the_state_already_holds_costs_no_listing() -> None:
+    cfg = config()
+    key = ImageSetKey(DS, IMAGE_SET)
+    poller = FakePoller(cfg, {})
+    poller.seen.add((key, 3, "COPY_FAILED"))
+    queue = FakeQueue([[message(0, image_set_event()), message(1, image_set_event())]])
+    made, metrics, _ = consumer(cfg, queue, poller)
+    made.consume_batch(threading.Event())
+    assert poller.asked == []
+    assert queue.deleted == ["m0", "m1"]
+    assert count(metrics, "Image Set Copy Failed", EventOutcome.DUPLICATE) == 2
+
+
+def test_already_seen_compares_version_and_status() -> None:
+    snapshot = ImageSetSnapshot(
+        ImageSetKey(DS, IMAGE_SET),
+        (Version(3, "COPY_FAILED", "ACTIVE"), Version(2, "UPDATED", "ACTIVE")),
+    )
+    assert already_seen(snapshot, 3, "COPY_FAILED")
+    assert not already_seen(snapshot, 3, "COPYING")  # a late event: listed, finds nothing new
+    assert not already_seen(snapshot, 4, "COPY_FAILED")
+    assert not already_seen(None, 3, "COPY_FAILED")
+    assert not already_seen(snapshot, 3, None)
+    gone = ImageSetSnapshot(snapshot.key, (), snapshot.versions, deleted_at=5.0)
+    assert already_seen(gone, 4, "DELETED")
+    assert not already_seen(gone, 3, "COPY_FAILED")
 
 
 def test_foreign_events_are_left_when_configured_and_other_shards_are_foreign() -> None:
