@@ -48,6 +48,10 @@ MAX_RETRY_SECONDS = 30.0
 MALFORMED_LOG_EVERY_SECONDS = 300.0
 # How long one call of `run` keeps receiving before it returns to its scheduler.
 SLICE_SECONDS = 30.0
+# A batch that changed nothing (duplicates, foreign or malformed events: every batch of the
+# other shards' events) publishes its counters at most this often: a rendering of a large fleet
+# takes a second, and a busy queue must not turn into back-to-back renderings.
+COUNTERS_PUBLISH_SECONDS = 5.0
 
 # The hook for import job events: (datastore_id, job_id) -> whether reading the job now counted
 # it as ended; raises ApiError when the job cannot be read (the message is then left, to be
@@ -109,6 +113,7 @@ class EventConsumer:
         publish: Callable[[], None],
         clock: Callable[[], float] = time.time,
         on_import_job: ImportJobHook | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self._queue = queue
@@ -117,11 +122,14 @@ class EventConsumer:
         self._publish = publish
         self._clock = clock
         self._on_import_job = on_import_job
+        self._monotonic = monotonic
         self._next_depth = 0.0
         self._retry = 0.0
         self._malformed_since_log = 0
         self._malformed_logged_at: float | None = None
         self._receive_failing = False
+        self._unpublished = False  # counters moved since the last rendering
+        self._published_at: float | None = None  # monotonic()
 
     def run(self, stop: threading.Event, slice_seconds: float = SLICE_SECONDS) -> None:
         """Receive and handle batches for about `slice_seconds`, or until `stop`; never raises."""
@@ -158,7 +166,19 @@ class EventConsumer:
         self._retry = 0.0
         if messages:
             self.handle(messages)
+        elif self._unpublished:
+            self._publish_counters(force=False)
         return len(messages)
+
+    def _publish_counters(self, force: bool) -> None:
+        now = self._monotonic()
+        last = self._published_at
+        if force or last is None or now - last >= COUNTERS_PUBLISH_SECONDS:
+            self._publish()
+            self._published_at = now
+            self._unpublished = False
+        else:
+            self._unpublished = True
 
     def handle(self, messages: list[QueueMessage]) -> list[Handled]:
         """Act on one batch: list, publish once, delete what is done, count every message."""
@@ -215,10 +235,11 @@ class EventConsumer:
         # Observed as the rendering that publishes the change starts: it is persisted and in
         # memory, and one rendering per batch (not per event) keeps a burst cheap.
         now = self._clock()
-        for h in handled:
-            if h.outcome is EventOutcome.APPLIED and h.event is not None:
+        applied = [h for h in handled if h.outcome is EventOutcome.APPLIED]
+        for h in applied:
+            if h.event is not None:
                 self._metrics.event_lag.observe(max(0.0, now - h.event.time))
-        self._publish()
+        self._publish_counters(force=bool(applied))
         self._delete([h.message for h in handled if h.delete])
         return handled
 
@@ -273,7 +294,7 @@ class EventConsumer:
                 log.error("events: the queue refused to delete %d messages", refused)
 
     def _read_depth(self) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         if now < self._next_depth:
             return
         self._next_depth = now + DEPTH_EVERY_SECONDS
@@ -288,7 +309,7 @@ class EventConsumer:
 
     def _log_malformed(self, why: str) -> None:
         # One line, never the body (it is not ours to log); a flood is summarised.
-        now = time.monotonic()
+        now = self._monotonic()
         self._malformed_since_log += 1
         last = self._malformed_logged_at
         if last is None or now - last >= MALFORMED_LOG_EVERY_SECONDS:

@@ -402,3 +402,28 @@ def test_import_job_events_go_to_the_hook_when_there_is_one() -> None:
     made.consume_batch(threading.Event())
     assert queue.deleted == ["m0"]
     assert count(metrics, "Import Job Completed", EventOutcome.NOTED) == 1
+
+
+def test_batches_that_change_nothing_publish_their_counters_at_most_every_few_seconds() -> None:
+    cfg = config()
+    foreign = image_set_event(datastore=OTHER)
+    queue = FakeQueue([[message(0, foreign)], [message(1, foreign)], []])
+    metrics = EventMetrics(CollectorRegistry())
+    published: list[int] = []
+    now = [100.0]
+    assert cfg.events is not None
+    made = EventConsumer(
+        cfg.events,
+        queue,
+        FakePoller(cfg, {}),
+        metrics,
+        lambda: published.append(1),
+        monotonic=lambda: now[0],
+    )
+    made.consume_batch(threading.Event())
+    made.consume_batch(threading.Event())
+    assert published == [1]  # the second batch's counters wait
+    now[0] += 10
+    made.consume_batch(threading.Event())  # an empty receive publishes what waited
+    assert published == [1, 1]
+    assert count(metrics, "Image Set Copy Failed", EventOutcome.IGNORED_FOREIGN) == 2
