@@ -7,7 +7,7 @@ import os
 import re
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -106,18 +106,46 @@ class StateSettings:
     path: str = "./state.db"
 
 
+DEFAULT_PORT = 9890
+DEFAULT_TELEMETRY_PATH = "/metrics"
+# Paths the web server answers itself: the metrics endpoint cannot take one of them.
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/-/reload")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One address to serve on; an empty host means every interface, as `:9890` says."""
+
+    host: str = ""
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class WebSettings:
-    """The HTTP server."""
+    """The HTTP server: one or more listen addresses sharing one handler, TLS and limits."""
 
-    host: str = "127.0.0.1"
-    port: int = 9890
+    listen_addresses: tuple[ListenAddress, ...] = (ListenAddress(),)
     config_file: str | None = None
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH
+    disable_exporter_metrics: bool = False
+
+    @property
+    def host(self) -> str:
+        """Return the first listen address's host ("" for every interface)."""
+        return self.listen_addresses[0].host
+
+    @property
+    def port(self) -> int:
+        """Return the first listen address's port."""
+        return self.listen_addresses[0].port
 
     @property
     def listen_address(self) -> str:
-        """Return host:port as configured."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """Return the listen addresses as configured, comma-separated."""
+        return ", ".join(str(address) for address in self.listen_addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +223,53 @@ class Config:
             raise ConfigError("; ".join(errors))
         return new
 
+    def with_web(self, web: WebSettings) -> Config:
+        """Return the config with other web settings (the command line's, see override_web)."""
+        return replace(self, web=web)
+
+
+def override_web(
+    web: WebSettings,
+    listen_addresses: Sequence[str] = (),
+    config_file: str | None = None,
+    telemetry_path: str | None = None,
+    disable_exporter_metrics: bool = False,
+) -> WebSettings:
+    """Return the web settings with command-line flags applied: a flag given wins over YAML."""
+    errors: list[str] = []
+
+    def check(flag: str, convert: Callable[[object], T], value: object, default: T) -> T:
+        try:
+            return convert(value)
+        except Invalid as exc:
+            errors.append(f"{flag}: {exc.problem}, got {value!r}")
+            return default
+
+    addresses = web.listen_addresses
+    if listen_addresses:
+        parsed = tuple(
+            check("--web.listen-address", parse_listen_address, text, ListenAddress())
+            for text in listen_addresses
+        )
+        try:
+            addresses = distinct_addresses(parsed)
+        except Invalid as exc:
+            errors.append(f"--web.listen-address: {exc.problem}")
+    if config_file == "":
+        errors.append("--web.config.file: must be a file path")
+    path = web.telemetry_path
+    if telemetry_path is not None:
+        path = check("--web.telemetry-path", parse_telemetry_path, telemetry_path, path)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return replace(
+        web,
+        listen_addresses=addresses,
+        config_file=config_file if config_file is not None else web.config_file,
+        telemetry_path=path,
+        disable_exporter_metrics=disable_exporter_metrics or web.disable_exporter_metrics,
+    )
+
 
 def _number(minimum: float, maximum: float = math.inf) -> Callable[[object], float]:
     def convert(value: object) -> float:
@@ -260,17 +335,54 @@ def _url(value: object) -> str:
     return text.rstrip("/")
 
 
-def _listen_address(value: object) -> tuple[str, int]:
-    what = "host:port or :port with a port from 0 to 65535, such as 127.0.0.1:9890"
+LISTEN_ADDRESS_FORM = (
+    "host:port or :port with a port from 0 to 65535, such as :9890 or 127.0.0.1:9890"
+)
+
+
+def parse_listen_address(value: object) -> ListenAddress:
+    """Parse `host:port`, `[v6]:port` or `:port` (every interface), as exporter-toolkit does."""
     if not isinstance(value, str):
-        raise Invalid(f"must be {what} (quoted)")
+        raise Invalid(f"must be {LISTEN_ADDRESS_FORM} (quoted)")
     match = re.fullmatch(
-        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s]*)):(?P<port>\d{1,5})", value
+        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\s\[\]]*)):(?P<port>\d{1,5})", value
     )
     if not match or int(match["port"]) > 65535:
+        raise Invalid(f"must be {LISTEN_ADDRESS_FORM}")
+    return ListenAddress(match["v6"] or match["host"] or "", int(match["port"]))
+
+
+def _listen_addresses(value: object) -> tuple[ListenAddress, ...]:
+    # A string, or a list of them: the YAML twin of the repeatable --web.listen-address.
+    if isinstance(value, list):
+        if not value:
+            raise Invalid(f"must be {LISTEN_ADDRESS_FORM}, or a non-empty list of them")
+        return distinct_addresses(tuple(parse_listen_address(item) for item in value))
+    return (parse_listen_address(value),)
+
+
+def distinct_addresses(addresses: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
+    """Refuse an address listed twice (port 0, a new free port each time, may repeat)."""
+    fixed = [address for address in addresses if address.port != 0]
+    if len(set(fixed)) != len(fixed):
+        raise Invalid("lists an address more than once")
+    return addresses
+
+
+def parse_telemetry_path(value: object) -> str:
+    """Check a metrics path: absolute, no query, space or fragment, not another endpoint's."""
+    what = "a path such as /metrics (starting with /, no spaces, ? or #)"
+    if not isinstance(value, str) or not re.fullmatch(r"/[^\s?#]*", value):
         raise Invalid(f"must be {what}")
-    host = match["v6"] or match["host"] or "0.0.0.0"
-    return host, int(match["port"])
+    if value in RESERVED_PATHS:
+        raise Invalid(f"must not be {value}, which the exporter serves already")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid("must be true or false")
+    return value
 
 
 def _identifier(value: object) -> str:
@@ -455,7 +567,11 @@ def parse_config(data: object, source: str = "config") -> Config:
     )
     top = r.mapping(data, "", top_keys)
     state = r.mapping(top.get("state"), "state", ("path",))
-    web = r.mapping(top.get("web"), "web", ("listen_address", "config_file"))
+    web = r.mapping(
+        top.get("web"),
+        "web",
+        ("listen_address", "config_file", "telemetry_path", "disable_exporter_metrics"),
+    )
     metrics = r.mapping(top.get("metrics"), "metrics", ("per_image_set",))
     discovery = r.mapping(
         top.get("discovery"),
@@ -463,7 +579,6 @@ def parse_config(data: object, source: str = "config") -> Config:
         ("overlap_seconds", "reconcile_seconds", "list_threshold", "initial_lookback_seconds"),
     )
     d = DiscoverySettings()
-    host, port = r.get(web, "web", "listen_address", _listen_address, ("127.0.0.1", 9890))
     mode = r.get(metrics, "metrics", "per_image_set", _choice(PER_IMAGE_SET_MODES), None)
     shard = r.get(top, "", "shard", _integer(0), 0)
     total_shards = r.get(top, "", "total_shards", _integer(1), 1)
@@ -476,7 +591,14 @@ def parse_config(data: object, source: str = "config") -> Config:
             path=r.get(state, "state", "path", _string(what="a file path"), "./state.db")
         ),
         web=WebSettings(
-            host=host, port=port, config_file=r.get(web, "web", "config_file", _string(), None)
+            listen_addresses=r.get(
+                web, "web", "listen_address", _listen_addresses, (ListenAddress(),)
+            ),
+            config_file=r.get(web, "web", "config_file", _string(), None),
+            telemetry_path=r.get(
+                web, "web", "telemetry_path", parse_telemetry_path, DEFAULT_TELEMETRY_PATH
+            ),
+            disable_exporter_metrics=r.get(web, "web", "disable_exporter_metrics", _boolean, False),
         ),
         metrics=MetricsSettings(per_image_set=_as_mode(mode)),
         discovery=DiscoverySettings(

@@ -11,9 +11,11 @@ Threads, and who owns them (nothing else in the exporter starts a thread):
 - `poll_N`, `backfill_N` (at most `poll.concurrency` each), `event_N` (at most 4): the
   `ListingPool`s of the service's poller, which make the AWS calls of cycles, backfill pages
   and event-triggered listings; joined by `service.close()` in `stop()`.
-- the web server's accept thread and its request handlers (exporter/web.py): started by
-  `WebServer.start`, ended by `WebServer.stop` in `stop()` (a handler still answering a request
-  then finishes it on its own: web.py marks them daemon threads).
+- `web_N`, one per listen address: the web server's accept threads, and their request
+  handlers (exporter/web.py): started by `WebServer.start`, ended and joined by
+  `WebServer.stop` in `stop()` (a handler still answering a request then finishes it on its
+  own: web.py marks them daemon threads). A scrape collects the process's own metrics
+  (`process_*`, `python_*`) on its handler thread: reading /proc starts no thread.
 - `healthimaging-exporter demo` only: the emulator's server threads, started and stopped by the
   `with EmulatorServer(...)` block in demo.py around `Daemon.run`; the demo's activity is a job.
 
@@ -53,7 +55,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.config import Config
 from exporter.service import ExporterService
-from exporter.web import WebApp, WebServer
+from exporter.web import ListenError, WebApp, WebServer
 from exporter.webconfig import BasicAuthChecker, build_ssl_context, load_web_config
 
 log = logging.getLogger(__name__)
@@ -118,17 +120,26 @@ class Daemon:
             authenticator=BasicAuthChecker(web_config.basic_auth_users),
             headers=dict(web_config.headers),
             rate_limit=web_config.rate_limit,
+            telemetry_path=config.web.telemetry_path,
         )
+        addresses = config.web.listen_addresses
         try:
-            self._server = WebServer(config.web.host, config.web.port, app, ssl_context)
-        except OSError as exc:
+            self._server = WebServer(
+                [(address.host, address.port) for address in addresses], app, ssl_context
+            )
+        except ListenError as exc:
             self.service.close()
-            raise OSError(f"cannot listen on {config.web.listen_address}: {exc.strerror}") from None
+            raise OSError(f"cannot listen on {addresses[exc.index]}: {exc.strerror}") from None
 
     @property
     def url(self) -> str:
-        """Return the base URL of the HTTP server."""
+        """Return the base URL of the HTTP server (its first listen address)."""
         return self._server.url
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Return the base URL of every listen address, in the order configured."""
+        return self._server.urls
 
     def start(self) -> Daemon:
         """Start serving and polling; the first poll starts at once."""
@@ -192,7 +203,8 @@ class Daemon:
                 misfire_grace_time=None,
             )
         self._scheduler.start()
-        log.info("listening on %s/metrics", self.url)
+        path = self.service.config.web.telemetry_path
+        log.info("listening on %s", ", ".join(url + path for url in self.urls))
         return self
 
     def _paused_while_running(self, job_id: str, run: Callable[[], None]) -> Callable[[], None]:

@@ -17,6 +17,7 @@ from exporter.config import (
     AwsSettings,
     Config,
     DatastoreSettings,
+    ListenAddress,
     PollSettings,
     StateSettings,
     WebSettings,
@@ -147,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll=PollSettings(interval_seconds=args.interval),
             datastores=(DatastoreSettings(DEMO_DATASTORE, image_sets),),
             state=StateSettings(path=os.path.join(tmp, "state.db")),
-            web=WebSettings(host="127.0.0.1", port=args.port),
+            # Loopback only: the demo is for the person at this machine.
+            web=WebSettings(listen_addresses=(ListenAddress("127.0.0.1", args.port),)),
         )
 
         def announce(daemon: Daemon) -> None:

@@ -11,6 +11,8 @@ from typing import TextIO
 from exporter.aws import silence_payload_logging
 
 LEVELS = ("debug", "info", "warning", "error")
+# promlog's spelling, which exporter-toolkit users type: the same level as "warning".
+LEVEL_ALIASES = {"warn": "warning"}
 FORMATS = ("plain", "json")
 # APScheduler logs every run at INFO; the AWS SDK's loggers are kept quiet by the aws module.
 QUIET_LOGGERS = ("apscheduler",)
@@ -49,6 +51,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, separators=(",", ":"))
 
 
+def parse_level(text: str) -> str:
+    """Return the level named, in any case, `warn` as `warning`; ValueError if none is."""
+    name = text.strip().lower()
+    name = LEVEL_ALIASES.get(name, name)
+    if name not in LEVELS:
+        raise ValueError(f"must be one of debug, info, warn, warning, error, got {text!r}")
+    return name
+
+
+def parse_format(text: str) -> str:
+    """Return the log format named, in any case; ValueError if none is."""
+    name = text.strip().lower()
+    if name not in FORMATS:
+        raise ValueError(f"must be one of {', '.join(FORMATS)}, got {text!r}")
+    return name
+
+
 def configure_logging(
     level: str = "info", fmt: str = "plain", stream: TextIO | None = None
 ) -> None:
@@ -59,7 +78,7 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(parse_level(level).upper())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     silence_payload_logging()

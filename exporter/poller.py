@@ -201,9 +201,10 @@ class Poller:
                         ).inc()
                     failed = len(self._config.datastores)
                     result = CycleResult(0, failed, 0, 0, time.monotonic() - started)
-                self.completed_cycles += 1
         finally:
             self.publish_view()
+        # Only now: /-/ready must not answer before /metrics shows this poll.
+        self.completed_cycles += 1
         return result
 
     def _cycle(self, started: float) -> CycleResult:

@@ -2,20 +2,21 @@
 
 A config that `--check-config` passes must not fail when the daemon starts: these checks look
 at what the daemon will touch before its first poll (the AWS profile and endpoint as botocore
-sees them, the state file, the web config, the listen address), without calling AWS and without
+sees them, the state file, the web config, every listen address), without calling AWS and without
 reading or logging credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
-from http.server import ThreadingHTTPServer
 
-from exporter.config import Config, ConfigError
+from exporter.config import Config, ConfigError, ListenAddress
 from exporter.configfile import MAX_ERRORS_SHOWN
 from exporter.store import MEMORY
+from exporter.web import bind_socket, bind_target
 from exporter.webconfig import WebConfigError, build_ssl_context, load_web_config
 
 __all__ = ["PreflightError", "check_aws", "check_startup"]
@@ -91,20 +92,32 @@ def _problems_of_web_config(config: Config) -> list[str]:
     return []
 
 
-def _problems_of_listen_address(config: Config) -> list[str]:
-    # The same family and reuse flag as the daemon's server, so a port in TIME_WAIT passes and a
-    # port another process listens on fails, as it will at start.
-    where = f"web.listen_address {config.web.listen_address}"
-    try:
-        with socket.socket(ThreadingHTTPServer.address_family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((config.web.host, config.web.port))
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if exc.errno == errno.EADDRINUSE:
-            reason += " (by another process, such as an exporter already running)"
-        return [f"{where}: cannot listen: {reason}"]
-    return []
+def _problems_of_listen_addresses(config: Config) -> list[str]:
+    # The same family, stacks and reuse flag as the daemon's servers (exporter/web.py), so a
+    # port in TIME_WAIT passes and a port another process listens on fails, as it will at start.
+    # The probes stay bound until all are tried, so the same port listed twice (say :9890 and
+    # 127.0.0.1:9890) fails too.
+    problems: list[str] = []
+    bound: list[ListenAddress] = []
+    with contextlib.ExitStack() as probes:
+        for address in config.web.listen_addresses:
+            target = bind_target(address.host)
+            try:
+                probe = probes.enter_context(socket.socket(target.family, socket.SOCK_STREAM))
+                bind_socket(probe, target, address.port)
+                probe.listen()
+                bound.append(address)
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                if exc.errno == errno.EADDRINUSE:
+                    same_port = [str(other) for other in bound if other.port == address.port]
+                    reason += (
+                        f" (by {same_port[0]}, listed before it)"
+                        if same_port
+                        else " (by another process, such as an exporter already running)"
+                    )
+                problems.append(f"web.listen_address {address}: cannot listen: {reason}")
+    return problems
 
 
 def _raise_if_any(source: str, problems: list[str]) -> None:
@@ -128,5 +141,5 @@ def check_startup(config: Config, source: str = "config", listen: bool = True) -
     problems += _problems_of_state(config.state.path)
     problems += _problems_of_web_config(config)
     if listen:
-        problems += _problems_of_listen_address(config)
+        problems += _problems_of_listen_addresses(config)
     _raise_if_any(source, problems)

@@ -15,7 +15,7 @@ from exporter.config import Config, ConfigError
 from exporter.events import EventConsumer
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
-from exporter.metrics.own import EventMetrics, ExporterMetrics
+from exporter.metrics.own import EventMetrics, ExporterMetrics, process_registry
 from exporter.metrics.view import FleetView
 from exporter.outcomes import Outcome
 from exporter.poller import CycleResult, Poller
@@ -86,6 +86,8 @@ class ExporterService:
         self._clock = clock
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.metrics = ExporterMetrics(self.registry)
+        # The process's metrics, collected per scrape (see exporter/metrics/exposition.py).
+        self.process_registry = process_registry()
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
         self._collectors = (ImageSetCollector(), EventCollector(), DatastoreCollector())
@@ -158,7 +160,8 @@ class ExporterService:
             if failures > self._write_failures_counted:
                 self.metrics.state_write_errors.inc(failures - self._write_failures_counted)
                 self._write_failures_counted = failures
-            exposition = render(self.registry, view, self._collectors)
+            live = None if self.config.web.disable_exporter_metrics else self.process_registry
+            exposition = render(self.registry, view, self._collectors, live)
             previous = self.cache.current()
             # Build what scrapers asked of the last rendering now, here: a scrape only reads.
             exposition.prepare(previous.wanted() if previous else PROMETHEUS_DEFAULT)
@@ -206,6 +209,7 @@ class ExporterService:
             ("state.path", self.config.state.path, new.state.path),
             ("web.listen_address", self.config.web.listen_address, new.web.listen_address),
             ("web.config_file", self.config.web.config_file, new.web.config_file),
+            ("web.telemetry_path", self.config.web.telemetry_path, new.web.telemetry_path),
         ):
             if old_value != new_value:
                 log.warning("config reload: %s changes take effect after a restart", what)

@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +68,7 @@ class WebApp:
     authenticator: Authenticator | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # from the web config
     rate_limit: RateLimit | None = None  # from the web config; probes are not limited
+    telemetry_path: str = "/metrics"  # --web.telemetry-path; the landing page links to it
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -92,8 +93,14 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
-# The exporter-toolkit's landing page, in the same shape: name, description, version, links.
-LANDING = f"""<!DOCTYPE html>
+
+def landing_page(telemetry_path: str) -> bytes:
+    """Return the landing page, in the exporter-toolkit's shape: name, description, version, links.
+
+    Links are relative, as the toolkit's are, so the page works behind a path-prefixing proxy.
+    """
+    metrics_link = html.escape(telemetry_path.removeprefix("/") or ".", quote=True)
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="UTF-8">
@@ -112,7 +119,7 @@ main {{ padding: 1rem; }}
 <div>Version: {html.escape(__version__)}</div>
 <div>
 <ul>
-<li><a href="metrics">Metrics</a></li>
+<li><a href="{metrics_link}">Metrics</a></li>
 <li><a href="-/healthy">Health</a></li>
 <li><a href="-/ready">Readiness</a></li>
 <li><a href="{DOCS_URL}">Documentation</a></li>
@@ -122,6 +129,7 @@ main {{ padding: 1rem; }}
 </body>
 </html>
 """.encode()
+
 
 # RFC 9110 Content-Length: digits only (str.isdigit() would also take "²" and other digits).
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
@@ -318,7 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         app = self.server.app
-        if path == "/metrics":
+        if path == app.telemetry_path:
             self._serve_metrics()
         elif path == "/-/healthy":
             problem = app.health()
@@ -329,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(503, b"Not ready: the first poll has not finished\n")
         elif path == "/":
-            self._send(200, LANDING, "text/html; charset=utf-8")
+            self._send(200, self.server.landing, "text/html; charset=utf-8")
         elif path == "/-/reload":
             self._send(405, b"Method Not Allowed: use POST\n", headers={"Allow": "POST"})
         else:
@@ -341,9 +349,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         path = self.path.split("?", 1)[0]
-        reload = self.server.app.reload
+        app = self.server.app
+        reload = app.reload
         if path != "/-/reload":
-            self._send(405 if path in ("/metrics", "/", "/-/healthy", "/-/ready") else 404, b"")
+            known = path in (app.telemetry_path, "/", "/-/healthy", "/-/ready")
+            self._send(405 if known else 404, b"")
         elif reload is None:
             self._send(403, b"Lifecycle API is not enabled (--web.enable-lifecycle)\n")
         else:
@@ -363,7 +373,16 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Vary": "Accept, Accept-Encoding"}
         if accepts_gzip(self.headers.get("Accept-Encoding")):
             headers["Content-Encoding"] = "gzip"
-            self._send(200, exposition.gzipped(openmetrics), content_type, headers)
+            parts = exposition.gzipped_parts(openmetrics)  # sent one by one: no 12 MB copy
+            headers["Content-Length"] = str(sum(len(part) for part in parts))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            for name, value in {**self.server.app.headers, **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                for part in parts:
+                    self.wfile.write(part)
             return
         # Plain: the kept gzip, decompressed as it goes out, never whole in memory.
         self.send_response(200)
@@ -395,6 +414,53 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, f"{message or 'Bad Request'}\n".encode())
 
 
+@dataclass(frozen=True, slots=True)
+class BindTarget:
+    """How to bind one listen address: the socket family, host, and whether dual-stack."""
+
+    family: socket.AddressFamily
+    host: str
+    dual_stack: bool  # an IPv6 socket that takes IPv4 connections too
+
+
+def bind_target(host: str) -> BindTarget:
+    """Resolve a listen host; "" (`:9890`) is every interface, IPv6 and IPv4 alike, as in Go.
+
+    Where the kernel has no IPv6, every IPv4 interface.
+    """
+    if not host:
+        if socket.has_dualstack_ipv6():
+            return BindTarget(socket.AF_INET6, "::", True)
+        return BindTarget(socket.AF_INET, "0.0.0.0", False)
+    return BindTarget(socket.AF_INET6 if ":" in host else socket.AF_INET, host, False)
+
+
+def bind_socket(sock: socket.socket, target: BindTarget, port: int) -> None:
+    """Bind a socket of the target's family as the web server does (address reuse, stacks)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if target.dual_stack:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((target.host, port))
+
+
+class _Shared:
+    """What every listener of one WebServer shares: the app, limits, rate and connection caps.
+
+    One bucket and one connection count for all listeners, as exporter-toolkit's one
+    http.Server does for all its addresses: a second address is no way round the limits.
+    """
+
+    def __init__(self, app: WebApp, limits: ServerLimits) -> None:
+        self.app = app
+        self.limits = limits
+        self.landing = landing_page(app.telemetry_path)
+        limit = app.rate_limit
+        self.bucket = _TokenBucket(limit) if limit is not None and limit.enabled else None
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.turning_away = False
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -402,21 +468,28 @@ class _Server(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        app: WebApp,
+        shared: _Shared,
         ssl_context: ssl.SSLContext | None,
-        limits: ServerLimits,
     ) -> None:
-        self.app = app
+        self.shared = shared
+        self.app = shared.app
+        self.landing = shared.landing
         self.ssl_context = ssl_context
-        self.limits = limits
-        self.request_queue_size = limits.backlog  # socketserver's default is 5
-        limit = app.rate_limit
-        self.bucket = _TokenBucket(limit) if limit is not None and limit.enabled else None
-        self.connections = 0
-        self._connections_lock = threading.Lock()
-        self._turning_away = False
+        self.limits = shared.limits
+        self.bucket = shared.bucket
+        self.request_queue_size = shared.limits.backlog  # socketserver's default is 5
         self._accept_backoff = 0.0
-        super().__init__(address, _Handler)
+        self.target = bind_target(address[0])
+        self.address_family = self.target.family
+        super().__init__((self.target.host, address[1]), _Handler)
+
+    def server_bind(self) -> None:
+        # TCPServer.server_bind, plus the dual-stack option (HTTPServer's part sets names).
+        bind_socket(self.socket, self.target, self.server_address[1])
+        host, port = self.socket.getsockname()[:2]
+        self.server_address = (host, port)
+        self.server_name = socket.getfqdn(host)
+        self.server_port = port
 
     def get_request(self) -> tuple[socket.socket, Any]:
         try:
@@ -450,12 +523,13 @@ class _Server(ThreadingHTTPServer):
         time.sleep(self._accept_backoff)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            full = self.connections >= self.limits.max_connections
-            first_turned_away = full and not self._turning_away
-            self._turning_away = full
+        shared = self.shared
+        with shared.lock:
+            full = shared.connections >= self.limits.max_connections
+            first_turned_away = full and not shared.turning_away
+            shared.turning_away = full
             if not full:
-                self.connections += 1
+                shared.connections += 1
         if full:
             if first_turned_away:  # once per episode, not once per connection
                 log.warning(
@@ -477,8 +551,8 @@ class _Server(ThreadingHTTPServer):
             self._release()
 
     def _release(self) -> None:
-        with self._connections_lock:
-            self.connections -= 1
+        with self.shared.lock:
+            self.shared.connections -= 1
 
     def _turn_away(self, request: socket.socket) -> None:
         """Answer 503 from the accept thread without blocking it, then close."""
@@ -509,56 +583,99 @@ class _Server(ThreadingHTTPServer):
         log.debug("connection from %s ended with an error", client_address)
 
 
+class ListenError(OSError):
+    """One of the addresses could not be bound; `index` says which (the others are closed)."""
+
+    def __init__(self, index: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror)
+        self.index = index
+
+
 class WebServer:
-    """Serves a WebApp on a thread; port 0 picks a free port."""
+    """Serves a WebApp on one or more addresses, a thread each; port 0 picks a free port.
+
+    A host of "" is every interface (see bind_target).
+
+    Every listener gets the same handler, TLS context and limits (exporter-toolkit's
+    `web.ListenAndServe` with several `--web.listen-address`).
+    """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        addresses: Sequence[tuple[str, int]],
         app: WebApp,
         ssl_context: ssl.SSLContext | None = None,
         limits: ServerLimits | None = None,
     ) -> None:
-        self._server = _Server((host, port), app, ssl_context, limits or ServerLimits())
-        self._thread: threading.Thread | None = None
+        if not addresses:
+            raise ValueError("a web server needs at least one address")
+        self._shared = _Shared(app, limits or ServerLimits())
+        self._servers: list[_Server] = []
+        for index, address in enumerate(addresses):
+            try:
+                self._servers.append(_Server(address, self._shared, ssl_context))
+            except OSError as exc:
+                for server in self._servers:
+                    server.server_close()
+                raise ListenError(index, exc) from None
+        self._threads: list[threading.Thread] = []
         self._tls = ssl_context is not None
 
     @property
     def port(self) -> int:
-        """Return the bound port."""
-        return int(self._server.server_address[1])
+        """Return the first listener's bound port."""
+        return self.ports[0]
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Return every listener's bound port, in the order given."""
+        return tuple(int(server.server_address[1]) for server in self._servers)
 
     @property
     def connections(self) -> int:
-        """Return how many client connections are open."""
-        return self._server.connections
+        """Return how many client connections are open, on all listeners."""
+        return self._shared.connections
 
     @property
     def url(self) -> str:
-        """Return the base URL, with the bound port."""
-        host = str(self._server.server_address[0])
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
+        """Return the first listener's base URL, with the bound port."""
+        return self.urls[0]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Return every listener's base URL (a wildcard address as loopback)."""
+        urls: list[str] = []
+        for server in self._servers:
+            host, port = str(server.server_address[0]), int(server.server_address[1])
+            if host == "0.0.0.0" or server.target.dual_stack:
+                host = "127.0.0.1"
+            elif host == "::":
+                host = "[::1]"
+            elif ":" in host:
+                host = f"[{host}]"
+            urls.append(f"{'https' if self._tls else 'http'}://{host}:{port}")
+        return tuple(urls)
 
     def start(self) -> WebServer:
-        """Start serving in a background thread; the socket is already listening."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            name="web",
-            kwargs={"poll_interval": 0.2},
-            daemon=True,
-        )
-        self._thread.start()
+        """Start serving, a thread per listener (`web_0`, `web_1`, ...); sockets listen already."""
+        for index, server in enumerate(self._servers):
+            thread = threading.Thread(
+                target=server.serve_forever,
+                name=f"web_{index}",
+                kwargs={"poll_interval": 0.2},
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
+        """Stop serving and close the sockets; each accept thread is joined."""
+        if self._threads:
+            for server in self._servers:
+                server.shutdown()
+            for thread in self._threads:
+                thread.join(timeout=5)
+            self._threads = []
+        for server in self._servers:
+            server.server_close()

@@ -1,10 +1,19 @@
-"""One poll's exposition: text and OpenMetrics, each built once and kept gzipped."""
+"""One poll's exposition: text and OpenMetrics, each built once and kept gzipped.
+
+The process's own metrics (`process_*`, `python_*`) are rendered per scrape instead, as the
+last lines: a cached rendering would show CPU and memory as of the last poll, a whole interval
+old. The kept body is a raw deflate stream ended by a sync flush, so a scrape appends the fresh
+lines as a few more deflate blocks and one gzip trailer (the CRC-32 continues from the kept
+part's): no recompression of the fleet, and one gzip member, which every client decodes.
+"""
 
 from __future__ import annotations
 
+import struct
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
@@ -22,10 +31,22 @@ EOF_LINE = b"# EOF\n"
 # about twentyfold, at a fraction of the default level's time.
 GZIP_LEVEL = 1
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as gzip.compress writes
+RAW_WBITS = -zlib.MAX_WBITS  # a bare deflate stream, wrapped in a gzip header and trailer here
+# RFC 1952: magic, deflate, no flags, no time, no extra flags, unknown OS.
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
 PROMETHEUS_DEFAULT = frozenset({True})  # Prometheus asks for OpenMetrics
 STREAM_PIECE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A format's body without the live lines: raw deflate ending in a sync flush."""
+
+    deflated: bytes
+    crc32: int
+    size: int
 
 
 class Exposition:
@@ -37,53 +58,85 @@ class Exposition:
         own_openmetrics: bytes,
         view: FleetView,
         collectors: Sequence[FleetCollector],
+        live: CollectorRegistry | None = None,
     ) -> None:
         self._own_text = own_text
         self._own_openmetrics = own_openmetrics.removesuffix(EOF_LINE)
         self._view = view
         self._collectors = collectors
+        self._live = live
         self._lock = threading.Lock()
         # Only gzip bodies are kept: at 100,000 image sets a plain body is ~100 MB, its gzip ~12.
-        self._gzipped: dict[bool, bytes] = {}
+        self._kept: dict[bool, _Kept] = {}
         self._prepared: frozenset[bool] = frozenset()
         self._served: set[bool] = set()
 
-    def gzipped(self, openmetrics: bool) -> bytes:
-        """Return a scrape's body in the negotiated format, gzipped."""
+    def gzipped_parts(self, openmetrics: bool) -> tuple[bytes, ...]:
+        """Return a scrape's gzipped body in pieces to send one after the other (no copy)."""
         with self._lock:
             self._served.add(openmetrics)
-        return self._get(openmetrics)
+        return self._parts(openmetrics)
+
+    def _parts(self, openmetrics: bool) -> tuple[bytes, ...]:
+        kept = self._get(openmetrics)
+        tail = self._tail(openmetrics)
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_WBITS)
+        last = compressor.compress(tail) + compressor.flush()
+        crc = zlib.crc32(tail, kept.crc32)
+        size = (kept.size + len(tail)) & 0xFFFFFFFF
+        return GZIP_HEADER, kept.deflated, last + struct.pack("<II", crc, size)
+
+    def gzipped(self, openmetrics: bool) -> bytes:
+        """Return a scrape's body in the negotiated format, gzipped."""
+        return b"".join(self.gzipped_parts(openmetrics))
 
     def stream(self, openmetrics: bool) -> Iterator[bytes]:
         """Yield a scrape's body in the negotiated format, uncompressed, piece by piece."""
-        body = self.gzipped(openmetrics)
-        decompressor = zlib.decompressobj(GZIP_WBITS)
+        with self._lock:
+            self._served.add(openmetrics)
+        body = self._get(openmetrics).deflated
+        decompressor = zlib.decompressobj(RAW_WBITS)
         for start in range(0, len(body), STREAM_PIECE):
             yield decompressor.decompress(body[start : start + STREAM_PIECE])
         yield decompressor.flush()
+        yield self._tail(openmetrics)
 
-    def _get(self, openmetrics: bool) -> bytes:
+    def _tail(self, openmetrics: bool) -> bytes:
+        """The lines rendered per scrape: the process's own metrics, then OpenMetrics' end."""
+        if self._live is None:
+            return EOF_LINE if openmetrics else b""
+        if openmetrics:
+            live: bytes = openmetrics_format.generate_latest(self._live)  # type: ignore[no-untyped-call]
+            return live  # it ends with "# EOF"
+        return bytes(text_format.generate_latest(self._live))
+
+    def _get(self, openmetrics: bool) -> _Kept:
         with self._lock:  # concurrent first scrapes wait for one build instead of racing
-            body = self._gzipped.get(openmetrics)
-            if body is None:
-                body = self._build(openmetrics)
-                self._gzipped[openmetrics] = body
-            return body
+            kept = self._kept.get(openmetrics)
+            if kept is None:
+                kept = self._build(openmetrics)
+                self._kept[openmetrics] = kept
+            return kept
 
-    def _build(self, openmetrics: bool) -> bytes:
+    def _build(self, openmetrics: bool) -> _Kept:
         # Compressed as it is formatted: the plain body never exists in memory whole.
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-        out = [compressor.compress(part) for part in self._chunks(openmetrics)]
-        out.append(compressor.flush())
-        return b"".join(out)
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_WBITS)
+        out: list[bytes] = []
+        crc = size = 0
+        for part in self._chunks(openmetrics):
+            crc = zlib.crc32(part, crc)
+            size += len(part)
+            out.append(compressor.compress(part))
+        # A sync flush ends the data on a byte boundary without a last block: the scrape's
+        # fresh lines follow as more blocks (see the module docstring).
+        out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+        return _Kept(b"".join(out), crc, size)
 
     def _chunks(self, openmetrics: bool) -> Iterator[bytes]:
         # The sample lines are the same in both formats; only metadata lines differ.
         yield self._own_openmetrics if openmetrics else self._own_text
         for collector in self._collectors:
             yield from chunks(collector.collect(self._view), openmetrics)
-        if openmetrics:
-            yield EOF_LINE
 
     def prepare(self, formats: Iterable[bool]) -> None:
         """Build formats now (in the poll's thread), so that scrapes only read bytes."""
@@ -99,23 +152,27 @@ class Exposition:
     @property
     def text(self) -> bytes:
         """Return the whole Prometheus text format (for --once and tests; not a scrape)."""
-        return zlib.decompress(self._get(False), GZIP_WBITS)
+        return zlib.decompress(b"".join(self._parts(False)), GZIP_WBITS)
 
     @property
     def openmetrics(self) -> bytes:
         """Return the whole OpenMetrics body (not a scrape)."""
-        return zlib.decompress(self._get(True), GZIP_WBITS)
+        return zlib.decompress(b"".join(self._parts(True)), GZIP_WBITS)
 
 
 def render(
     registry: CollectorRegistry,
     view: FleetView | None = None,
     collectors: Sequence[FleetCollector] = (),
+    live: CollectorRegistry | None = None,
 ) -> Exposition:
-    """Snapshot the registry now and the fleet view as given, to be formatted on demand."""
+    """Snapshot the registry now and the fleet view as given, to be formatted on demand.
+
+    `live` is collected again for every scrape (the process's own metrics).
+    """
     own_text: bytes = text_format.generate_latest(registry)
     own_openmetrics: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
-    return Exposition(own_text, own_openmetrics, view or FleetView(), collectors)
+    return Exposition(own_text, own_openmetrics, view or FleetView(), collectors, live)
 
 
 class ExpositionCache:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from exporter import __version__
 
@@ -103,6 +111,20 @@ class ExporterMetrics:
         """Publish the current request budget."""
         for operation, rate in rates.items():
             self.budget_rate.labels(operation).set(rate)
+
+
+def process_registry() -> CollectorRegistry:
+    """Return a new registry of the process's metrics users expect of an exporter.
+
+    `process_*` (CPU, resident memory, open files, start time), `python_gc_*` and
+    `python_info`: prometheus_client's own collectors, on a registry of their own (never the
+    global one), which the exposition collects again for every scrape.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 class EventMetrics:

@@ -78,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSStack]:
                 "datastores": [{"datastore_id": DATASTORE, "image_sets": [IMAGE_SET]}],
                 "web": {"config_file": str(web_config)},
             },
-            args=["--log-level", "debug", "--log-format", "json"],
+            args=["--log.level", "debug", "--log.format", "json"],
             ssl_context=client,
             auth=(USER, password),
         )

@@ -37,7 +37,9 @@ def make_config(emulator: EmulatorServer, tmp_path: Path) -> ConfigFactory:
     ) -> Config:
         raw: dict[str, Any] = {
             "aws": {"endpoint_url": emulator.url, "max_attempts": 5},
-            "poll": {"interval_seconds": 1, "concurrency": 4},
+            # A deadline far above the interval: a loaded CI machine must not time a listing out
+            # (tests of the deadline set their own).
+            "poll": {"interval_seconds": 1, "concurrency": 4, "timeout_seconds": 30},
             "datastores": [
                 {"datastore_id": datastore_id, "image_sets": image_sets or [DEMO_IMAGE_SET]}
             ],

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from exporter.emulator import EmulatorServer, Faults
-from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
+from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET, fetch, free_port, wait_for
 
 BIN = Path(sys.executable).parent
 EXPORTER = str(BIN / "healthimaging-exporter")
@@ -222,7 +222,7 @@ def test_daemon_logs_json_reloads_on_sighup_and_stops_on_sigterm(
 ) -> None:
     config = write_config(tmp_path / "config.yaml", emulator)
     process = subprocess.Popen(
-        [EXPORTER, "--config", str(config), "--log-format", "json", "--log-level", "debug"],
+        [EXPORTER, "--config", str(config), "--log.format", "json", "--log.level", "debug"],
         stderr=subprocess.PIPE,
         env={
             **os.environ,
@@ -291,3 +291,76 @@ def test_once_always_exits_and_prints_the_exposition_when_calls_hang(
     assert f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} 0.0'.encode() in run.stdout
     assert b'reason="timeout"' in run.stdout
     assert b"Traceback" not in run.stderr
+
+
+def _fleet_lines(body: bytes) -> list[str]:
+    # The process's own lines (CPU, memory, GC) change between two scrapes; the fleet's do not.
+    return [
+        line
+        for line in body.decode().splitlines()
+        if line.startswith("healthimaging_") and "_api_requests_" not in line
+    ]
+
+
+def test_daemon_flags_serve_every_address_on_the_telemetry_path(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Flags win over the file; `:PORT` binds every interface; deprecated flags say so once."""
+    config = write_config(tmp_path / "config.yaml", emulator)  # web.listen_address 127.0.0.1:0
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            EXPORTER,
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            "--log-level",
+            "INFO",
+            "--log-level=warn",
+            "--log.level",
+            "Info",
+            f"--web.listen-address=:{port}",  # the default's form, on a free port
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--web.telemetry-path",
+            "/probe/metrics",
+        ],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not any("listening on" in line for line in lines):
+            lines.append(process.stderr.readline().decode())
+        listening = json.loads(next(line for line in lines if "listening on" in line))
+        urls = listening["message"].removeprefix("listening on ").split(", ")
+        assert urls[0] == f"http://127.0.0.1:{port}/probe/metrics", urls
+        assert len(urls) == 2 and urls[1].endswith("/probe/metrics") and urls[0] != urls[1]
+        # Every interface: 127.0.0.2 is not the address a loopback-only bind would answer on.
+        assert fetch(f"http://127.0.0.2:{port}/-/healthy")[0] == 200
+        wait_for(lambda: fetch(f"http://127.0.0.1:{port}/-/ready")[0] == 200)
+        first, second = (fetch(url) for url in urls)
+        assert first[0] == second[0] == 200
+        assert b"healthimaging_image_set_versions{" in first[2]
+        assert _fleet_lines(first[2]) == _fleet_lines(second[2])
+        assert b"process_resident_memory_bytes " in first[2]
+        for url in urls:
+            base = url.removesuffix("/probe/metrics")
+            assert fetch(base + "/metrics")[0] == 404
+            status, _, landing = fetch(base + "/")
+            assert status == 200 and b'href="probe/metrics"' in landing
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines.extend(process.stderr.read().decode().splitlines())
+    messages = [json.loads(line)["message"] for line in lines if line.strip()]
+    deprecations = [m for m in messages if "is deprecated" in m]
+    assert deprecations == [  # in the order given, each once however often given
+        "flag --log-format is deprecated and goes in the next release: use --log.format",
+        "flag --log-level is deprecated and goes in the next release: use --log.level",
+    ]

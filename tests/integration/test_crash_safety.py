@@ -154,7 +154,7 @@ class Exporter:
         self.log = log
         with log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [EXPORTER, "--config", str(config), "--log-format", "json"],
+                [EXPORTER, "--config", str(config), "--log.format", "json"],
                 stdout=subprocess.DEVNULL,
                 stderr=sink,
             )

@@ -204,3 +204,72 @@ def test_rate_limit_from_the_web_config_is_enforced(
     assert fetch(daemon.url + "/-/healthy")[0] == 200  # probes are not limited
     status, headers, _ = fetch(daemon.url + "/")
     assert "Python" not in headers["Server"]
+
+
+SELF_METRICS = (
+    b"process_resident_memory_bytes ",
+    b"process_cpu_seconds_total ",
+    b"process_open_fds ",
+    b"python_gc_objects_collected_total{",
+    b"python_info{",
+)
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_self_metrics_are_served_unless_disabled(
+    make_config: ConfigFactory, daemon_for: DaemonFactory, disabled: bool
+) -> None:
+    daemon = daemon_for(make_config(web={"disable_exporter_metrics": disabled}))
+    # Not /-/ready: the poller counts a cycle complete just before it publishes the rendering.
+    wait_for(lambda: b"healthimaging_image_set_versions{" in fetch(daemon.url + "/metrics")[2])
+    accept = {"Accept": "application/openmetrics-text;version=1.0.0"}
+    for body in (
+        fetch(daemon.url + "/metrics")[2],
+        gzip.decompress(fetch(daemon.url + "/metrics", {"Accept-Encoding": "gzip"})[2]),
+        fetch(daemon.url + "/metrics", accept)[2],
+    ):
+        assert b"healthimaging_image_set_versions{" in body
+        for series in SELF_METRICS:
+            assert (series in body) is not disabled, series
+        assert (b"process_" in body or b"python_" in body) is not disabled
+    om = fetch(daemon.url + "/metrics", accept)[2].decode()
+    assert om.endswith("# EOF\n") and om.count("# EOF") == 1
+    families = {f.name for f in openmetrics_parser.text_string_to_metric_families(om)}  # type: ignore[no-untyped-call]
+    assert ("process_resident_memory_bytes" in families) is not disabled
+
+
+def test_several_listen_addresses_serve_the_same_metrics_on_the_telemetry_path(
+    make_config: ConfigFactory, daemon_for: DaemonFactory
+) -> None:
+    daemon = daemon_for(
+        make_config(
+            web={"listen_address": ["127.0.0.1:0", "127.0.0.1:0"], "telemetry_path": "/x/m"}
+        )
+    )
+    assert len(daemon.urls) == 2 and daemon.urls[0] == daemon.url != daemon.urls[1]
+    wait_for(lambda: b"healthimaging_up{" in fetch(daemon.url + "/x/m")[2])
+    bodies = []
+    for url in daemon.urls:
+        status, _, body = fetch(url + "/x/m")
+        assert status == 200
+        bodies.append(
+            [line for line in body.decode().splitlines() if line.startswith("healthimaging_up")]
+        )
+        assert fetch(url + "/metrics")[0] == 404
+        assert fetch(url + "/x/m", method="POST")[0] == 405
+        status, _, landing = fetch(url + "/")
+        assert status == 200 and b'<a href="x/m">Metrics</a>' in landing
+        assert b'href="metrics"' not in landing
+    assert bodies[0] == bodies[1] and bodies[0]
+
+
+def test_an_address_that_cannot_be_bound_is_named_and_nothing_stays_open(
+    make_config: ConfigFactory,
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        config = make_config(web={"listen_address": ["127.0.0.1:0", f"127.0.0.1:{busy}"]})
+        with pytest.raises(OSError, match=rf"^cannot listen on 127.0.0.1:{busy}: Address already"):
+            Daemon(config)

@@ -44,6 +44,8 @@ def test_metrics_of_the_seed_example_match_the_golden_file(emulator: EmulatorSer
         "aws": {"endpoint_url": emulator.url},
         "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
         "state": {"path": ":memory:"},
+        # process_* and python_* describe this test process, not what the exporter saw.
+        "web": {"disable_exporter_metrics": True},
     }
     service = ExporterService(parse_config(raw, "golden"), clock=lambda: FIXED_TIME)
     try:

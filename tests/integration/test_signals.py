@@ -159,7 +159,7 @@ def test_a_stop_leaves_no_thread_behind(emulator: EmulatorServer, tmp_path: Path
             {"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]},
         ],
         "state": {"path": str(tmp_path / "state.db")},
-        "web": {"listen_address": "127.0.0.1:0"},
+        "web": {"listen_address": ["127.0.0.1:0", "127.0.0.1:0"]},  # an accept thread each
     }
     config = parse_config(raw, "test config")
     before = exporter_threads(emulator)
@@ -172,6 +172,7 @@ def test_a_stop_leaves_no_thread_behind(emulator: EmulatorServer, tmp_path: Path
         time.sleep(1.5)  # the next cycle's calls are in flight, and hang past the read timeout
         during = exporter_threads(emulator) - before
         assert any(t.name.startswith("poll") for t in during), during
+        assert {"web_0", "web_1"} <= {t.name for t in during}, during
     finally:
         daemon.stop()
         emulator.backend.set_faults(Faults())

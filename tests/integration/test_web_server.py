@@ -16,7 +16,7 @@ import pytest
 
 from exporter import __version__
 from exporter.metrics.exposition import ExpositionCache
-from exporter.web import ServerLimits, WebApp, WebServer
+from exporter.web import BindTarget, ServerLimits, WebApp, WebServer, bind_target
 from exporter.webconfig import RateLimit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def serve() -> Iterator[ServerFactory]:
     servers: list[WebServer] = []
 
     def start(limits: ServerLimits | None = None, run: bool = True, **app: object) -> WebServer:
-        server = WebServer("127.0.0.1", 0, _app(**app), limits=limits)
+        server = WebServer([("127.0.0.1", 0)], _app(**app), limits=limits)
         servers.append(server)
         return server.start() if run else server
 
@@ -195,7 +195,7 @@ from exporter.web import WebApp, WebServer
 app = WebApp(exposition=ExpositionCache(), is_ready=lambda: True, health=lambda: None)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-server = WebServer("127.0.0.1", 0, app).start()
+server = WebServer([("127.0.0.1", 0)], app).start()
 fillers = []
 try:
     while True:
@@ -399,3 +399,55 @@ def test_rate_limit_answers_429_with_retry_after_and_spares_probes(serve: Server
     with _connect(server) as sock:
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (_read_until_closed(sock) or b"").startswith(b"HTTP/1.1 200")
+
+
+def _status(port: int, path: str = "/") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return (_read_until_closed(sock) or b"")[9:12]
+
+
+def test_several_listeners_share_one_rate_limit_and_connection_cap() -> None:
+    rated = _app(rate_limit=RateLimit(interval_seconds=3600, burst=2))
+    capped = ServerLimits(max_connections=1)
+    two = [("127.0.0.1", 0), ("127.0.0.1", 0)]
+    servers = [WebServer(two, rated).start(), WebServer(two, _app(), limits=capped).start()]
+    try:
+        first, second = servers[0].ports
+        assert first != second and servers[0].urls == tuple(
+            f"http://127.0.0.1:{port}" for port in (first, second)
+        )
+        # One bucket: a second address is no way round the limit.
+        assert [_status(first), _status(second), _status(second)] == [b"200", b"200", b"429"]
+        # One connection count: a client holding a connection on one fills the other's cap.
+        server = servers[1]
+        with socket.create_connection(("127.0.0.1", server.ports[0]), timeout=10):
+            _wait_for(lambda: server.connections == 1)
+            assert _status(server.ports[1], "/-/healthy") == b"503"
+        _wait_for(lambda: server.connections == 0)
+        assert _status(server.ports[1], "/-/healthy") == b"200"
+    finally:
+        for server in servers:
+            server.stop()
+    for server in servers:  # every socket closed
+        for port in server.ports:
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_an_empty_host_is_every_interface_of_both_stacks_where_there_are_two() -> None:
+    server = WebServer([("", 0)], _app()).start()
+    try:
+        port = server.port
+        assert server.url == f"http://127.0.0.1:{port}"
+        hosts = ["127.0.0.1", "127.0.0.2"]  # the second: not what a loopback-only bind answers
+        if socket.has_dualstack_ipv6():
+            hosts.append("::1")  # as Go's ":port": IPv6 too
+        else:
+            assert bind_target("") == BindTarget(socket.AF_INET, "0.0.0.0", False)
+        for host in hosts:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert (_read_until_closed(sock) or b"").startswith(b"HTTP/1.1 200"), host
+    finally:
+        server.stop()

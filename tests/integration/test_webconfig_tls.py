@@ -56,7 +56,7 @@ def _serve(config: WebConfig, limits: ServerLimits | None = None) -> Iterator[st
         headers=dict(config.headers),
         rate_limit=config.rate_limit,
     )
-    server = WebServer("127.0.0.1", 0, app, build_ssl_context(config), limits).start()
+    server = WebServer([("127.0.0.1", 0)], app, build_ssl_context(config), limits).start()
     try:
         yield f"https://localhost:{server.port}"
     finally:
@@ -236,3 +236,30 @@ def test_tls_connections_over_the_cap_are_closed(pki: Path) -> None:
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_every_listen_address_serves_the_same_tls_and_auth(pki: Path) -> None:
+    config = _web_config(
+        pki,
+        "two.yml",
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: '{HASH}'\n",
+    )
+    app = WebApp(
+        exposition=ExpositionCache(),
+        is_ready=lambda: True,
+        health=lambda: None,
+        authenticator=BasicAuthChecker(config.basic_auth_users),
+    )
+    two = [("127.0.0.1", 0), ("127.0.0.1", 0)]
+    server = WebServer(two, app, build_ssl_context(config)).start()
+    try:
+        assert all(url.startswith("https://") for url in server.urls)
+        for port in server.ports:
+            url = f"https://localhost:{port}/"
+            assert _get(url, _client_context(pki), ("prometheus", PASSWORD))[0] == 200
+            assert _get(url, _client_context(pki))[0] == 401
+            with pytest.raises((http.client.HTTPException, OSError)):  # no plain HTTP on either
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+    finally:
+        server.stop()

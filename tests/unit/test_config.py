@@ -9,7 +9,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.config import Config, ConfigError, load_config, parse_config, parse_config_text
+from exporter.config import (
+    Config,
+    ConfigError,
+    ListenAddress,
+    WebSettings,
+    load_config,
+    override_web,
+    parse_config,
+    parse_config_text,
+)
 from exporter.configfile import MAX_ERRORS_SHOWN, MAX_FILE_BYTES, MAX_SCALAR_CHARS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +30,7 @@ def test_example_config_is_valid_and_documents_defaults() -> None:
     config = load_config(ROOT / "config.example.yaml")
     assert config.datastores[0].datastore_id == DS
     assert config.poll.interval_seconds == 60
-    assert config.web.listen_address == "127.0.0.1:9890"
+    assert config.web.listen_address == ":9890"
     assert config.aws.rate_limits["ListImageSetVersions"] == 20
     assert config == parse_config(
         {"datastores": [{"datastore_id": DS, "image_sets": ["ea92b0d8838c72a3f25d00d13616f87e"]}]},
@@ -177,6 +186,72 @@ def test_any_yaml_text_is_a_config_or_one_config_error(text: str) -> None:
 )
 def test_any_data_dumped_to_yaml_is_a_config_or_one_config_error(data: object) -> None:
     _assert_config_or_one_config_error(yaml.safe_dump(data))
+
+
+def test_default_listen_address_is_every_interface_on_9890() -> None:
+    web = parse_config({"datastores": [{"datastore_id": DS, "image_sets": "all"}]}).web
+    assert web.listen_address == ":9890"
+    assert (web.host, web.port) == ("", 9890)
+    assert web.telemetry_path == "/metrics"
+    assert web.disable_exporter_metrics is False
+
+
+def test_listen_address_takes_a_string_or_a_list() -> None:
+    def web(value: object) -> WebSettings:
+        data = {
+            "web": {"listen_address": value},
+            "datastores": [{"datastore_id": DS, "image_sets": "all"}],
+        }
+        return parse_config(data).web
+
+    assert web("127.0.0.1:9890").listen_addresses == (ListenAddress("127.0.0.1", 9890),)
+    assert web([":9890", "[::1]:9891"]).listen_addresses == (
+        ListenAddress("", 9890),
+        ListenAddress("::1", 9891),
+    )
+    assert web([":9890", "[::1]:9891"]).listen_address == ":9890, [::1]:9891"
+
+
+def test_web_flags_win_over_the_file() -> None:
+    config = parse_config(
+        {
+            "web": {
+                "listen_address": "127.0.0.1:1",
+                "config_file": "a.yml",
+                "telemetry_path": "/a",
+                "disable_exporter_metrics": False,
+            },
+            "datastores": [{"datastore_id": DS, "image_sets": "all"}],
+        }
+    )
+    web = override_web(config.web, [":2", "127.0.0.1:3"], "b.yml", "/b", True)
+    assert web.listen_addresses == (ListenAddress("", 2), ListenAddress("127.0.0.1", 3))
+    assert (web.config_file, web.telemetry_path, web.disable_exporter_metrics) == (
+        "b.yml",
+        "/b",
+        True,
+    )
+    # No flag given: the file's settings stay.
+    assert override_web(config.web) == config.web
+
+
+def test_bad_web_flags_are_named_in_one_line() -> None:
+    with pytest.raises(ConfigError) as error:
+        override_web(WebSettings(), ["localhost"], None, "/-/ready")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "--web.listen-address: must be host:port or :port" in message
+    assert "got 'localhost'" in message
+    assert "--web.telemetry-path: must not be /-/ready" in message
+
+
+def test_an_address_listed_twice_is_refused_but_port_0_may_repeat() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^--web.listen-address: lists an address more than once$"
+    ):
+        override_web(WebSettings(), [":9890", ":9890"])
+    web = override_web(WebSettings(), ["127.0.0.1:0", "127.0.0.1:0"])
+    assert web.listen_addresses == (ListenAddress("127.0.0.1", 0),) * 2
 
 
 def test_initial_lookback_defaults_to_two_intervals_only_when_sharded() -> None:

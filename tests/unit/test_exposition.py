@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from types import MappingProxyType
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, Metric
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
-from exporter.metrics.exposition import PROMETHEUS_DEFAULT, render
+from exporter.metrics.exposition import GZIP_WBITS, PROMETHEUS_DEFAULT, render
 from exporter.metrics.families import Family
+from exporter.metrics.own import process_registry
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     FAILED_VERSIONS,
@@ -75,7 +78,7 @@ def test_prepared_formats_are_built_once_and_scrapes_are_remembered() -> None:
     assert counter.calls == 1
     body = exposition.gzipped(True)
     assert gzip.decompress(body).endswith(b"# EOF\n")
-    assert exposition.gzipped(True) is body and counter.calls == 1
+    assert exposition.gzipped(True) == body and counter.calls == 1
     assert exposition.wanted() == PROMETHEUS_DEFAULT
     plain = b"".join(exposition.stream(False))  # a plain scrape: the text format's gzip, inflated
     assert counter.calls == 2
@@ -112,3 +115,48 @@ def test_event_timestamps_and_the_data_store_region_are_gauges() -> None:
         f"healthimaging_image_set_last_forced_version_timestamp_seconds{{{labels}}} 1700000001.0\n"
     ) in text
     assert f'healthimaging_datastore_info{{datastore_id="{DS}",region="eu-west-1"}} 1.0\n' in text
+
+
+class Ticking:
+    """A live collector whose value goes up on every collection, as CPU seconds do."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        self.value += 1
+        yield GaugeMetricFamily("tick", "Collections so far.", value=self.value)
+
+
+def test_live_lines_are_collected_per_scrape_and_come_last() -> None:
+    live = CollectorRegistry(auto_describe=False)
+    ticking = Ticking()
+    live.register(ticking)
+    counter = CountingCollector()
+    exposition = render(registry(), VIEW, (counter,), live)
+    exposition.prepare({True, False})
+    first = exposition.text.decode()
+    second = gzip.decompress(exposition.gzipped(False)).decode()
+    assert "tick 1.0\n" in first and "tick 2.0\n" in second
+    assert first.replace("tick 1.0", "tick 2.0") == second
+    assert second.index('x{a="b"}') < second.index("tick 2.0")
+    om = b"".join(exposition.stream(True)).decode()
+    assert om.endswith("tick 3.0\n# EOF\n") and om.count("# EOF") == 1
+    assert counter.calls == 2  # the fleet was formatted once per format, not per scrape
+
+
+def test_a_scrape_is_one_gzip_member_with_a_correct_trailer() -> None:
+    exposition = render(registry(), VIEW, COLLECTORS, process_registry())
+    for openmetrics in (True, False):
+        body = exposition.gzipped(openmetrics)
+        decompressor = zlib.decompressobj(GZIP_WBITS)  # one member; checks CRC and length
+        plain = decompressor.decompress(body) + decompressor.flush()
+        assert decompressor.eof and decompressor.unused_data == b""
+        assert b"healthimaging_up{" in plain and b"process_cpu_seconds_total" in plain
+        assert gzip.decompress(body) == plain
+
+
+def test_without_live_lines_the_formats_still_end_right() -> None:
+    exposition = render(registry(), VIEW, COLLECTORS)
+    assert exposition.openmetrics.endswith(b"# EOF\n")
+    assert b"process_" not in exposition.text and exposition.text.endswith(b"\n")

@@ -10,6 +10,7 @@ import pytest
 
 from exporter.config import Config, ConfigError, parse_config
 from exporter.preflight import PreflightError, check_aws, check_startup
+from tests.helpers import free_port
 
 DS = "12345678901234567890123456789012"
 
@@ -109,3 +110,28 @@ def test_unreadable_web_config_is_reported(tmp_path: Path) -> None:
     bad = config(web={"listen_address": "127.0.0.1:0", "config_file": str(tmp_path / "no.yml")})
     with pytest.raises(PreflightError, match=r"web config .*no.yml: cannot read"):
         check_startup(bad)
+
+
+def test_every_listen_address_is_checked(tmp_path: Path) -> None:
+    state = {"path": str(tmp_path / "s.db")}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        bad = config(web={"listen_address": ["127.0.0.1:0", f"127.0.0.1:{busy}"]}, state=state)
+        with pytest.raises(PreflightError) as caught:
+            check_startup(bad, "c.yaml")
+    assert str(caught.value) == (
+        f"c.yaml: web.listen_address 127.0.0.1:{busy}: cannot listen: Address already in use"
+        " (by another process, such as an exporter already running)"
+    )
+    # Every interface and loopback on one port: the daemon could not bind both either.
+    port = free_port()
+    overlapping = config(web={"listen_address": [f":{port}", f"127.0.0.1:{port}"]}, state=state)
+    with pytest.raises(PreflightError) as overlap:
+        check_startup(overlapping, "c.yaml")
+    assert str(overlap.value) == (
+        f"c.yaml: web.listen_address 127.0.0.1:{port}: cannot listen: Address already in use"
+        f" (by :{port}, listed before it)"
+    )
+    check_startup(config(web={"listen_address": [f":{port}", "127.0.0.1:0"]}, state=state))
