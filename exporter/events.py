@@ -59,6 +59,10 @@ COUNTERS_PUBLISH_SECONDS = 5.0
 # once it is on main. Without a hook, import job events are `noted`, and the cycles' own
 # listing of import jobs covers them.
 ImportJobHook = Callable[[str, str], bool]
+# The hook for data store events: called with the data store id, to mark its status check
+# (GetDatastore, the data store lifecycle of the other branch) due for the next cycle. Without
+# one, data store events are counted and logged (`noted`) and the status is read on its schedule.
+DatastoreHook = Callable[[str], None]
 
 
 class MessageQueue(Protocol):
@@ -113,6 +117,7 @@ class EventConsumer:
         publish: Callable[[], None],
         clock: Callable[[], float] = time.time,
         on_import_job: ImportJobHook | None = None,
+        on_datastore: DatastoreHook | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -122,6 +127,7 @@ class EventConsumer:
         self._publish = publish
         self._clock = clock
         self._on_import_job = on_import_job
+        self._on_datastore = on_datastore
         self._monotonic = monotonic
         self._next_depth = 0.0
         self._retry = 0.0
@@ -269,6 +275,8 @@ class EventConsumer:
         if event.kind is not EventKind.IMPORT_JOB:
             # The data store's health shows in healthimaging_up after the next cycle.
             log.info("events: data store %s: %s", event.datastore_id, event.detail_type)
+            if self._on_datastore is not None:
+                self._on_datastore(event.datastore_id)
             return EventOutcome.NOTED
         log.debug("events: import job %s of %s: %s", event.job_id, event.datastore_id, event.status)
         if self._on_import_job is None or event.job_id is None:

@@ -396,6 +396,15 @@ def test_import_job_events_go_to_the_hook_when_there_is_one() -> None:
     assert queue.deleted == ["m0"]  # the unreadable job's event comes back
     assert count(metrics, "Import Job Completed", EventOutcome.APPLIED) == 1
     assert count(metrics, "Import Job Failed", EventOutcome.FAILED) == 1
+    # Data store events mark the data store's status check due, when there is a hook for it.
+    due: list[str] = []
+    queue = FakeQueue([[message(0, every_detail_type()[-1])]])
+    made = EventConsumer(
+        cfg.events, queue, FakePoller(cfg, {}), metrics, lambda: None, on_datastore=due.append
+    )
+    made.consume_batch(threading.Event())
+    assert due == [DS]
+    assert queue.deleted == ["m0"]
     # Without a hook: noted and deleted.
     queue = FakeQueue([[message(0, completed)]])
     made, metrics, _ = consumer(cfg, queue, FakePoller(cfg, {}))
