@@ -162,7 +162,12 @@ class MetricsSettings:
 
 
 FOREIGN_EVENT_ACTIONS = ("delete", "leave")
-QUEUE_URL_PATTERN = re.compile(r"https?://[^\s/]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?")
+# The queue name may hold `{shard}`, replaced by this process's shard ordinal: one config for
+# every pod of a sharded StatefulSet, one queue per shard.
+SHARD_PLACEHOLDER = "{shard}"
+QUEUE_URL_PATTERN = re.compile(
+    r"https?://[^\s/]+/\d{12}/(?:[A-Za-z0-9_-]|\{shard\}){1,80}(\.fifo)?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,10 @@ class EventsSettings:
     # Events of data stores or image sets this process does not watch: with a queue of its
     # own (the recommended set-up, one per shard), delete; with a queue other consumers read, leave.
     foreign_events: Literal["delete", "leave"] = "delete"
+
+    def queue_url_for(self, shard: int) -> str:
+        """Return the queue URL with `{shard}` replaced by the shard ordinal."""
+        return self.queue_url.replace(SHARD_PLACEHOLDER, str(shard))
 
 
 @dataclass(frozen=True, slots=True)

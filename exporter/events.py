@@ -68,6 +68,8 @@ DatastoreHook = Callable[[str], None]
 class MessageQueue(Protocol):
     """What the consumer needs of the queue (exporter.aws.EventQueue)."""
 
+    queue_url: str
+
     def receive(self, max_messages: int, wait_seconds: int) -> list[QueueMessage]:
         """Long-poll for messages."""
 
@@ -121,6 +123,7 @@ class EventConsumer:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.queue_url = queue.queue_url
         self._queue = queue
         self._poller = poller
         self._metrics = metrics

@@ -118,10 +118,14 @@ class ExporterService:
             return
         if self.event_metrics is None:
             self.event_metrics = EventMetrics(self.registry)
-        if self.events is not None and self.events.settings == settings:
+        if (
+            self.events is not None
+            and self.events.settings == settings
+            and self.events.queue_url == settings.queue_url_for(config.shard)
+        ):
             self.poller.event_metrics = self.event_metrics
             return
-        queue = self._clients(config).for_events(settings)
+        queue = self._clients(config).for_events(settings, config.shard)
         self.events = EventConsumer(
             settings, queue, self.poller, self.event_metrics, self.poller.publish_view
         )

@@ -285,8 +285,8 @@ class ClientFactory:
                 self._apis[(region, role)] = api
             return api
 
-    def for_events(self, events: EventsSettings) -> EventQueue:
-        """Return the SQS queue of `events`, with its region and role (or aws.*'s)."""
+    def for_events(self, events: EventsSettings, shard: int = 0) -> EventQueue:
+        """Return the SQS queue of `events` for a shard, with its region and role (or aws.*'s)."""
         from exporter.aws.queue import EventQueue  # the queue module imports this one
 
         region = events.region or self._settings.region
@@ -305,7 +305,7 @@ class ClientFactory:
             client = self._session(region, role).client(
                 "sqs", region_name=region, endpoint_url=events.endpoint_url, config=config
             )
-        return EventQueue(client, events.queue_url)
+        return EventQueue(client, events.queue_url_for(shard))
 
     def _session(self, region: str, role_arn: str | None) -> boto3.Session:
         if self._base_session is None:

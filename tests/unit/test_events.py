@@ -183,6 +183,7 @@ class FakeQueue:
     """Hands out prepared batches; records deletions."""
 
     def __init__(self, batches: list[list[QueueMessage]]) -> None:
+        self.queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
         self.batches = batches
         self.deleted: list[str] = []
         self.fail_receive = False
@@ -350,6 +351,17 @@ def test_a_failing_receive_is_counted_and_waited_out() -> None:
     made.consume_batch(go)
     timer.join()
     assert metrics.event_receive_errors.labels("access_denied")._value.get() == 1
+
+
+def test_the_queue_url_may_name_the_shard() -> None:
+    cfg = parse_config(
+        {
+            "datastores": [{"datastore_id": DS, "image_sets": "all"}],
+            "events": {"queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/ev-{shard}"},
+        }
+    ).with_shard(2, 3)
+    assert cfg.events is not None
+    assert cfg.events.queue_url_for(cfg.shard).endswith("/123456789012/ev-2")
 
 
 def test_events_config_defaults() -> None:
