@@ -27,6 +27,7 @@ SCENARIOS = (
     "backfill",
     "detection",
     "imports",
+    "events",
 )
 DEFAULT_JSON = os.path.join(os.path.dirname(__file__), "results", "latest.json")
 

@@ -203,6 +203,35 @@ class MetricsSettings:
         return "failures_only" if datastore.discovers_all else "all"
 
 
+FOREIGN_EVENT_ACTIONS = ("delete", "leave")
+# The queue name may hold `{shard}`, replaced by this process's shard ordinal: one config for
+# every pod of a sharded StatefulSet, one queue per shard.
+SHARD_PLACEHOLDER = "{shard}"
+QUEUE_URL_PATTERN = re.compile(
+    r"https?://[^\s/]+/\d{12}/(?:[A-Za-z0-9_-]|\{shard\}){1,80}(\.fifo)?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """HealthImaging's EventBridge events, read from an SQS queue (issue 15)."""
+
+    queue_url: str
+    region: str | None = None  # default: aws.region
+    role_arn: str | None = None  # default: aws.role_arn
+    endpoint_url: str | None = None  # default: the queue URL's own host (tests: moto)
+    # Long poll of one ReceiveMessage; also the longest a stop waits for the consumer.
+    wait_seconds: int = 5
+    max_messages: int = 10
+    # Events of data stores or image sets this process does not watch: with a queue of its
+    # own (the recommended set-up, one per shard), delete; with a queue other consumers read, leave.
+    foreign_events: Literal["delete", "leave"] = "delete"
+
+    def queue_url_for(self, shard: int) -> str:
+        """Return the queue URL with `{shard}` replaced by the shard ordinal."""
+        return self.queue_url.replace(SHARD_PLACEHOLDER, str(shard))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
@@ -215,6 +244,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     import_jobs: ImportJobSettings = field(default_factory=ImportJobSettings)
+    events: EventsSettings | None = None
     shard: int = 0
     total_shards: int = 1
 
@@ -484,6 +514,45 @@ def _read_import_jobs(r: FieldReader, raw: object) -> ImportJobSettings:
     )
 
 
+def _queue_url(value: object) -> str:
+    what = "an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/name"
+    text = _string(what=what)(value)
+    if not QUEUE_URL_PATTERN.fullmatch(text):
+        raise Invalid(f"must be {what}")
+    return _url(text)
+
+
+def _read_events(r: FieldReader, raw: object) -> EventsSettings | None:
+    if raw is None:
+        return None
+    keys = (
+        "queue_url",
+        "region",
+        "role_arn",
+        "endpoint_url",
+        "wait_seconds",
+        "max_messages",
+        "foreign_events",
+    )
+    s = r.mapping(raw, "events", keys)
+    if not isinstance(raw, Mapping):
+        return None
+    if s.get("queue_url") is None:
+        r.error("events.queue_url", "is required when events is set")
+    d = EventsSettings(queue_url="")
+    foreign = r.get(s, "events", "foreign_events", _choice(FOREIGN_EVENT_ACTIONS), "delete")
+    return EventsSettings(
+        queue_url=r.get(s, "events", "queue_url", _queue_url, ""),
+        region=r.get(s, "events", "region", _REGION, None),
+        role_arn=r.get(s, "events", "role_arn", _ROLE_ARN, None),
+        endpoint_url=r.get(s, "events", "endpoint_url", _url, None),
+        # SQS's own bounds: a long poll of at most 20 s, at most 10 messages per receive.
+        wait_seconds=r.get(s, "events", "wait_seconds", _integer(1, 20), d.wait_seconds),
+        max_messages=r.get(s, "events", "max_messages", _integer(1, 10), d.max_messages),
+        foreign_events="leave" if foreign == "leave" else "delete",
+    )
+
+
 def _read_poll(r: FieldReader, raw: object) -> PollSettings:
     s = r.mapping(raw, "poll", ("interval_seconds", "concurrency", "timeout_seconds"))
     d = PollSettings()
@@ -564,6 +633,7 @@ def parse_config(data: object, source: str = "config") -> Config:
         "metrics",
         "discovery",
         "import_jobs",
+        "events",
         "shard",
         "total_shards",
     )
@@ -635,6 +705,7 @@ def parse_config(data: object, source: str = "config") -> Config:
             ),
         ),
         import_jobs=_read_import_jobs(r, top.get("import_jobs")),
+        events=_read_events(r, top.get("events")),
         shard=shard,
         total_shards=total_shards,
     )

@@ -6,10 +6,11 @@ Threads, and who owns them (nothing else in the exporter starts a thread):
 - APScheduler's scheduler thread: started by `Daemon.start` (`BackgroundScheduler`), ended and
   joined by `scheduler.shutdown(wait=True)` in `stop()`.
 - `job_N` (at most JOB_WORKERS): the scheduler's executor, running the poll cycle, backfill
-  pages, reloads and `extra_jobs` (the demo's activity); joined by the same shutdown.
-- `poll_N`, `backfill_N` (at most `poll.concurrency` each): the two `ListingPool`s of the
-  service's poller, which make the AWS calls of cycles and backfill pages; joined by
-  `service.close()` in `stop()`.
+  pages, the event consumer (`events:`; long polls of the SQS queue, exporter/events.py),
+  reloads and `extra_jobs` (the demo's activity); joined by the same shutdown.
+- `poll_N`, `backfill_N` (at most `poll.concurrency` each), `event_N` (at most 4): the
+  `ListingPool`s of the service's poller, which make the AWS calls of cycles, backfill pages
+  and event-triggered listings; joined by `service.close()` in `stop()`.
 - `web_N`, one per listen address: the web server's accept threads, and their request
   handlers (exporter/web.py): started by `WebServer.start`, ended and joined by
   `WebServer.stop` in `stop()` (a handler still answering a request then finishes it on its
@@ -26,7 +27,9 @@ Shutdown order (`stop`), each step bounded:
 1. ask the poller to stop: a running cycle or backfill page stops at its next image set (results
    already applied stay committed), and no new AWS attempt is sent;
 2. shut the scheduler down and join its job threads (they notice the stop within 0.25 s, or
-   when the search call they are making ends: at most the read timeout);
+   when the search call they are making ends: at most the read timeout; the event job sends no
+   receive after the stop and its long poll in flight ends within `events.wait_seconds`
+   (at most 20 s), its listings at the next image set like a cycle's);
 3. stop the web server;
 4. close the service: join the listing threads, which wait for calls already in flight (at most
    `aws.read_timeout_seconds` / `connect_timeout_seconds`), then close the state file.
@@ -57,9 +60,11 @@ from exporter.webconfig import BasicAuthChecker, build_ssl_context, load_web_con
 
 log = logging.getLogger(__name__)
 
-# Poll, backfill, two reloads and one extra job (the demo's) at once; nothing else is a job.
-JOB_WORKERS = 5
+# Poll, backfill, events, two reloads and one extra job (the demo's) at once; nothing else is.
+JOB_WORKERS = 6
 BACKFILL_EVERY_SECONDS = 1.0
+# The event job runs slices of long polls back to back; when events are off it returns at once.
+EVENTS_EVERY_SECONDS = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # A periodic job beside the exporter's own (the demo's activity): (name, function, seconds).
@@ -160,6 +165,19 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
+        )
+        self._scheduler.add_job(
+            # Long polls of the event queue, a slice at a time (a no-op without `events:`).
+            self._paused_while_running(
+                "events", _guarded("event consumer", self.service.consume_events)
+            ),
+            IntervalTrigger(seconds=EVENTS_EVERY_SECONDS, timezone=UTC),
+            id="events",
+            name="event consumer",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
         )
         self._scheduler.add_job(
             # Run on demand (SIGHUP) by moving its next run time to now. A permanent job, not a

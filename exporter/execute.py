@@ -69,6 +69,9 @@ class Listing:
     versions: tuple[Version, ...] = ()
     error: ApiError | None = None
     unexpected: BaseException | None = None  # a bug, not an answer: counted as internal_error
+    # time.monotonic() when its call was sent: a listing older than one already applied (the
+    # event path and a cycle listing one image set at once) is not applied over it.
+    started: float | None = None
 
 
 class Execution:
@@ -89,14 +92,15 @@ class Execution:
         self.not_reached: list[ImageSetKey] = []  # after the deadline or a stop
         self.interrupted = False  # by a stop, not the deadline
 
-    def _fetch(self, key: ImageSetKey, api: HealthImagingApi) -> tuple[Version, ...]:
+    def _fetch(self, key: ImageSetKey, api: HealthImagingApi) -> tuple[float, tuple[Version, ...]]:
         if key.datastore_id in self._denied:
             raise ApiError(Outcome.SKIPPED, "access to the data store was denied")
         if self._stop.is_set() or time.monotonic() > self._deadline:
             raise ApiError(Outcome.TIMEOUT, "skipped: the cycle's deadline passed")
         try:
+            started = time.monotonic()
             # The deadline bounds the paging too: a listing that never ends stops with the cycle.
-            return api.list_image_set_versions(*key, deadline=self._deadline)
+            return started, api.list_image_set_versions(*key, deadline=self._deadline)
         except ApiError as exc:
             if exc.outcome == Outcome.ACCESS_DENIED:
                 # Here, not in the caller: the next worker must see it at once.
@@ -104,7 +108,7 @@ class Execution:
             raise
 
     def __iter__(self) -> Iterator[Listing]:
-        pending: dict[Future[tuple[Version, ...]], ImageSetKey] = {
+        pending: dict[Future[tuple[float, tuple[Version, ...]]], ImageSetKey] = {
             self._pool.submit(self._fetch, key, api): key for key, api in self._jobs.items()
         }
         try:
@@ -124,10 +128,11 @@ class Execution:
             self.not_reached = sorted(pending.values())
 
 
-def _listing(key: ImageSetKey, future: Future[tuple[Version, ...]]) -> Listing:
+def _listing(key: ImageSetKey, future: Future[tuple[float, tuple[Version, ...]]]) -> Listing:
     error = future.exception()
     if error is None:
-        return Listing(key, future.result())
+        started, versions = future.result()
+        return Listing(key, versions, started=started)
     if isinstance(error, ApiError):
         return Listing(key, error=error)
     return Listing(key, unexpected=error)

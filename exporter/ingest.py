@@ -44,6 +44,29 @@ class Ingest:
         self._clock = clock
         # discovery.overlap_seconds, set by the poller from the config in force.
         self.overlap_seconds = 0.0
+        # Image set -> when the newest listing applied to it was sent (time.monotonic()), kept
+        # for image sets the event path listed lately: its listings run beside the cycle's, and
+        # an older listing applied over a newer one would undo a status and count it again.
+        self._ordered: dict[ImageSetKey, float] = {}
+
+    def order(self, key: ImageSetKey, started: float) -> None:
+        """Apply listings of `key` only in the order they were sent, from now on for a while."""
+        with self._state.lock:
+            self._ordered[key] = max(started, self._ordered.get(key, started))
+
+    def forget_order(self, before: float) -> None:
+        """Stop ordering image sets whose last listing was sent before `before`."""
+        with self._state.lock:
+            self._ordered = {k: t for k, t in self._ordered.items() if t >= before}
+
+    def _is_stale(self, listing: Listing) -> bool:
+        newest = self._ordered.get(listing.key)
+        if newest is None or listing.started is None:
+            return False
+        if listing.started < newest:
+            return True
+        self._ordered[listing.key] = listing.started
+        return False
 
     def listing(self, listing: Listing, hint: ListingHint | None) -> Result:
         """Apply one listing (versions, an API error or a crash); never raises."""
@@ -51,9 +74,12 @@ class Ingest:
         try:
             if listing.unexpected is not None:
                 raise listing.unexpected
-            if listing.error is not None:
-                return self._error(key, listing.error)
-            return self._versions(key, listing.versions, hint)
+            with self._state.lock:
+                if listing.error is None and self._is_stale(listing):
+                    return Ingested.UNCHANGED
+                if listing.error is not None:
+                    return self._error(key, listing.error)
+                return self._versions(key, listing.versions, hint)
         except Exception as exc:
             log.error("image set %s/%s: internal error: %s", *key, describe(exc))
             log.debug("image set %s/%s: internal error", *key, exc_info=exc)

@@ -33,6 +33,10 @@ class DatastoreLifecycle:
         self._failing: dict[str, str] = {}  # the last failure's message, logged once
         self.known: Mapping[str, DatastoreProperties] = MappingProxyType({})
 
+    def mark_due(self, datastore_id: str) -> None:
+        """Read the data store's status at the next cycle (a data store event said it changed)."""
+        self._checked_at.pop(datastore_id, None)
+
     def refresh(
         self,
         config: Config,

@@ -44,3 +44,31 @@ API_OUTCOMES: tuple[Outcome, ...] = (
     Outcome.MALFORMED_RESPONSE,
 )
 POLL_ERROR_REASONS: tuple[Outcome, ...] = tuple(o for o in Outcome if o is not Outcome.SUCCESS)
+
+
+class EventOutcome(StrEnum):
+    """How one received event message ended: the `outcome` label of events_received_total."""
+
+    # An image set event whose listing changed what the exporter knew (deleted from the queue),
+    APPLIED = "applied"
+    # one whose listing changed nothing: a duplicate, reordered or late event (deleted),
+    DUPLICATE = "duplicate"
+    # a data store or import job event, counted and noted (deleted),
+    NOTED = "noted"
+    # an event for a data store or image set this process does not watch (left or deleted,
+    # as events.foreign_events says),
+    IGNORED_FOREIGN = "ignored_foreign"
+    # a body that is not a HealthImaging event (deleted),
+    MALFORMED = "malformed"
+    # or an image set event whose listing failed: left on the queue, redelivered later.
+    FAILED = "failed"
+
+
+# reason of healthimaging_exporter_event_receive_errors_total: the AWS outcome of a failed
+# ReceiveMessage, DeleteMessageBatch or GetQueueAttributes call, or `delete_refused` when SQS
+# answered but refused to delete some messages.
+EVENT_RECEIVE_ERROR_REASONS: tuple[str, ...] = (
+    *(o.value for o in API_OUTCOMES if o is not Outcome.SUCCESS),
+    Outcome.INTERNAL_ERROR.value,
+    "delete_refused",
+)

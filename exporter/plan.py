@@ -44,6 +44,16 @@ def in_shard(config: Config, image_set_id: str) -> bool:
     return total == 1 or shard_of(image_set_id, total) == config.shard
 
 
+def watches(config: Config, key: ImageSetKey) -> bool:
+    """Tell whether this process tracks an image set: a configured one, of its shard."""
+    for ds in config.datastores:
+        if ds.datastore_id == key.datastore_id:
+            if not ds.discovers_all and key.image_set_id not in ds.image_sets:
+                return False
+            return in_shard(config, key.image_set_id)
+    return False
+
+
 def listed_targets(config: Config, datastore: DatastoreSettings) -> list[ImageSetKey]:
     """Return the configured image sets of a data store that this shard polls."""
     if datastore.discovers_all:
@@ -72,6 +82,24 @@ def needs_listing(snapshot: ImageSetSnapshot | None, summary: ImageSetSummary) -
     if summary.version is not None and summary.version != latest.version_id:
         return True
     return summary.updated_at != snapshot.seen_updated_at
+
+
+def already_seen(
+    snapshot: ImageSetSnapshot | None, version: int | None, workflow_status: str | None
+) -> bool:
+    """Tell whether an image set event says nothing the snapshot has not seen.
+
+    True when the snapshot holds that version in that status (a duplicate, or a late copy of an
+    event already listed), or the image set is recorded as deleted and the event says DELETED:
+    listing it would find nothing new, so the event path spends no call on it.
+    """
+    if snapshot is None or workflow_status is None:
+        return False
+    if snapshot.is_deleted:
+        return workflow_status == "DELETED"
+    return any(
+        v.version_id == version and v.workflow_status == workflow_status for v in snapshot.versions
+    )
 
 
 def wanted_keys(config: Config, known: Iterable[ImageSetKey]) -> set[ImageSetKey]:

@@ -26,17 +26,19 @@ from exporter.execute import Execution, ListingPool
 from exporter.imports.watcher import ImportJobs
 from exporter.ingest import Ingest, Ingested, describe
 from exporter.lifecycle import DatastoreLifecycle
-from exporter.metrics.own import ExporterMetrics
+from exporter.metrics.own import EventMetrics, ExporterMetrics
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import ImageSetKey
 from exporter.outcomes import Outcome
 from exporter.plan import (
     DatastorePlan,
     ListingHint,
+    already_seen,
     plan_datastore,
     shard_of,
     uses_search,
     wanted_keys,
+    watches,
 )
 from exporter.reshard import assignment_of, note_assignment
 from exporter.state import FleetState
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 BACKFILL_SLICE_SECONDS = 5.0
 # The share of a cycle's deadline the import-job calls may take (exporter.imports).
 IMPORT_SHARE = 0.5
+# Listings the event path runs at once (its own pool, beside the cycle's and the backfill's).
+EVENT_CONCURRENCY = 4
+# A listing found by a cycle with one of these results is a change (events_missed_total).
+CHANGES = (Ingested.CHANGED, Ingested.DELETED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,12 @@ class Poller:
         self._discovery = Discovery(state, clock)
         self._cycle_pool = ListingPool("poll", config.poll.concurrency)
         self._backfill_pool = ListingPool("backfill", config.poll.concurrency)
+        self._event_pool = ListingPool("event", min(EVENT_CONCURRENCY, config.poll.concurrency))
+        # Set by the service while `events` is configured: cycles then count missed events.
+        self.event_metrics: EventMetrics | None = None
+        # Image sets an event named since their last listing by a cycle (or an event listing
+        # that changed them): a change a cycle finds in one of these was announced.
+        self._announced: set[ImageSetKey] = set()
         self._backfills: dict[str, Backfill] = {}
         self._up: dict[str, bool] = {}
         self._lifecycle = DatastoreLifecycle()
@@ -113,6 +125,11 @@ class Poller:
     def state_ok(self) -> bool:
         """Tell whether the snapshot store can be written (probed at start, then each write)."""
         return self._state.writable
+
+    @property
+    def config(self) -> Config:
+        """Return the config in force (replaced whole by a reload)."""
+        return self._config
 
     @property
     def stopping(self) -> bool:
@@ -150,6 +167,7 @@ class Poller:
         self.request_stop()
         self._cycle_pool.close()
         self._backfill_pool.close()
+        self._event_pool.close()
 
     def _forget_unconfigured(self) -> None:
         known = self._state.image_set_keys()
@@ -297,11 +315,15 @@ class Poller:
         )
         changed = failed = timed_out = 0
         unfinished = dict(hints)
+        missed: Counter[str] = Counter()
         for listing in execution:
+            known = self._state.get(listing.key) is not None
             outcome = self._ingest.listing(listing, hints[listing.key])
             if outcome in (Ingested.CHANGED, Ingested.UNCHANGED, Ingested.DELETED):
                 del unfinished[listing.key]
                 changed += outcome == Ingested.CHANGED
+                if self._was_missed(listing.key, known, outcome):
+                    missed[listing.key.datastore_id] += 1
                 continue
             failed += 1
             if outcome != Outcome.SKIPPED:  # the data store's denial is already counted once
@@ -319,6 +341,9 @@ class Poller:
                 len(left),
                 config.poll.deadline_seconds,
             )
+        if self.event_metrics is not None:
+            for ds_id, count in missed.items():
+                self.event_metrics.events_missed.labels(ds_id).inc(count)
         self._discovery.advance_cursors(
             {p.datastore_id: p.searched_until for p in plans if p.searched_until is not None},
             unfinished.items(),
@@ -336,6 +361,63 @@ class Poller:
             duration,
         )
         return CycleResult(len(jobs), failed, timed_out, changed, duration)
+
+    def _was_missed(self, key: ImageSetKey, known: bool, outcome: Ingested | Outcome) -> bool:
+        """Tell whether a cycle's listing found a change no event announced (and forget marks).
+
+        Counted only for image sets with a snapshot before the listing (a first sight is a
+        baseline, not a change) and only while the event path is on.
+        """
+        with self._state.lock:
+            announced = key in self._announced
+            self._announced.discard(key)
+        return self.event_metrics is not None and known and outcome in CHANGES and not announced
+
+    def has_seen(self, key: ImageSetKey, version: int | None, workflow_status: str | None) -> bool:
+        """Tell whether the state already holds what an image set event announces."""
+        return already_seen(self._state.get(key), version, workflow_status)
+
+    def list_for_events(
+        self, targets: dict[ImageSetKey, ListingHint | None]
+    ) -> dict[ImageSetKey, Ingested | Outcome]:
+        """List image sets events named, now, through the cycles' ingest path; never raises.
+
+        Runs on the caller's thread (the runtime's event job) with listings on the event pool,
+        beside a running cycle: listings of one image set are applied in the order they were
+        sent. Image sets this process does not watch are left out of the result.
+        """
+        config = self._config
+        settings = {ds.datastore_id: ds for ds in config.datastores}
+        jobs: dict[ImageSetKey, HealthImagingApi] = {}
+        results: dict[ImageSetKey, Ingested | Outcome] = {}
+        sent = time.monotonic()
+        for key in targets:
+            if not watches(config, key):
+                continue
+            try:
+                jobs[key] = self._clients.for_datastore(settings[key.datastore_id])
+            except Exception as exc:
+                log.error("image set %s/%s: internal error: %s", *key, describe(exc))
+                results[key] = Outcome.INTERNAL_ERROR
+                continue
+            with self._state.lock:
+                self._announced.add(key)
+            self._ingest.order(key, sent)
+        # Orders older than any listing that can still be in flight are of no use any more.
+        self._ingest.forget_order(sent - config.poll.deadline_seconds - 60)
+        execution = Execution(
+            jobs, self._event_pool, sent + config.poll.deadline_seconds, self._stop
+        )
+        for listing in execution:
+            outcome = self._ingest.listing(listing, targets[listing.key])
+            results[listing.key] = outcome
+            if outcome in CHANGES:
+                with self._state.lock:
+                    # The event's change is applied: a later change needs an event of its own.
+                    self._announced.discard(listing.key)
+        for key in execution.not_reached:
+            results[key] = Outcome.TIMEOUT
+        return results
 
     def _settle(self, errors: dict[str, Counter[Outcome]]) -> None:
         """Count the cycle's errors and record each data store's health."""
@@ -395,6 +477,10 @@ class Poller:
                     backfill.run_page(self._backfill_pool, self._ingest, self._state, self._stop)
                 if time.monotonic() >= end:
                     break
+
+    def datastore_changed(self, datastore_id: str) -> None:
+        """A data store event arrived: read its status at the next cycle, not a period later."""
+        self._lifecycle.mark_due(datastore_id)
 
     def read_import_job(self, datastore_id: str, job_id: str) -> bool:
         """Read one import job now and apply it as a cycle would; publish if it counted.

@@ -12,11 +12,12 @@ from prometheus_client import CollectorRegistry
 from exporter.aws import ApiError, AttemptRecorder, ClientFactory
 from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
+from exporter.events import EventConsumer
 from exporter.imports.watcher import ImportJobs
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
 from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
 from exporter.metrics.imports import ImportJobCollector
-from exporter.metrics.own import ExporterMetrics, process_registry
+from exporter.metrics.own import EventMetrics, ExporterMetrics, process_registry
 from exporter.metrics.view import FleetView
 from exporter.outcomes import Outcome
 from exporter.poller import CycleResult, Poller
@@ -117,7 +118,48 @@ class ExporterService:
             clock,
             imports=self.imports,
         )
+        self.event_metrics: EventMetrics | None = None
+        self.events: EventConsumer | None = None
+        self._configure_events(config)
         self.poller.publish_view()
+
+    def _configure_events(self, config: Config) -> None:
+        """Build (or drop) the event consumer for `config.events`; metrics stay registered."""
+        settings = config.events
+        if settings is None:
+            self.events = None
+            self.poller.event_metrics = None
+            return
+        if self.event_metrics is None:
+            self.event_metrics = EventMetrics(self.registry)
+        if (
+            self.events is not None
+            and self.events.settings == settings
+            and self.events.queue_url == settings.queue_url_for(config.shard)
+        ):
+            self.poller.event_metrics = self.event_metrics
+            return
+        queue = self._clients(config).for_events(settings, config.shard)
+        self.events = EventConsumer(
+            settings,
+            queue,
+            self.poller,
+            self.event_metrics,
+            self.poller.publish_view,
+            on_import_job=self.poller.read_import_job,
+            on_datastore=self.poller.datastore_changed,
+        )
+        self.poller.event_metrics = self.event_metrics
+
+    def consume_events(self, slice_seconds: float | None = None) -> None:
+        """Receive and apply events for a while (the runtime's event job calls this)."""
+        consumer = self.events
+        if consumer is None or self._stopping.is_set():
+            return
+        if slice_seconds is None:
+            consumer.run(self._stopping)
+        else:
+            consumer.run(self._stopping, slice_seconds)
 
     def _clients(self, config: Config) -> ClientFactory:
         recorder = StopGate(AttemptRecorder(self._budget, self.metrics), self._is_stopping)
@@ -199,6 +241,7 @@ class ExporterService:
         self._budget = budget_for(new, self._stopping)
         self._note_config(new)
         self.poller.reconfigure(new, self._clients(new))
+        self._configure_events(new)
         log.info("config reloaded: %d data stores", len(new.datastores))
         return None
 

@@ -64,6 +64,22 @@ def run_backfill(
     raise AssertionError("backfill did not complete")
 
 
+def sample_value(body: bytes | str, name: str, **labels: str) -> float:
+    """Return one sample of a text exposition (the sum over series matching `labels`; 0 if none).
+
+    `name` is the sample's name as exposed (`..._total`, `..._count`).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = body.decode() if isinstance(body, bytes) else body
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 class FullDisk(SnapshotStore):
     """A real store whose snapshot writes fail while `full` is set, as SQLITE_FULL would."""
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore
@@ -34,9 +34,12 @@ from exporter.aws.parsing import (
     read_search_page,
     read_versions_page,
 )
-from exporter.config import AwsSettings, DatastoreSettings
+from exporter.config import AwsSettings, DatastoreSettings, EventsSettings
 from exporter.model import Version, distinct_versions
 from exporter.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from exporter.aws.queue import EventQueue
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +389,28 @@ class ClientFactory:
         return self._session(region, role_arn).client(
             "s3", region_name=region, endpoint_url=s.s3_endpoint_url, config=config
         )
+
+    def for_events(self, events: EventsSettings, shard: int = 0) -> EventQueue:
+        """Return the SQS queue of `events` for a shard, with its region and role (or aws.*'s)."""
+        from exporter.aws.queue import EventQueue  # the queue module imports this one
+
+        region = events.region or self._settings.region
+        role = events.role_arn or self._settings.role_arn
+        s = self._settings
+        config = BotoConfig(
+            region_name=region,
+            connect_timeout=s.connect_timeout_seconds,
+            # A long poll answers after up to wait_seconds by design: the read timeout covers it.
+            read_timeout=events.wait_seconds + s.read_timeout_seconds,
+            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+            max_pool_connections=2,
+            user_agent_extra=f"healthimaging-exporter/{__version__}",
+        )
+        with self._lock:
+            client = self._session(region, role).client(
+                "sqs", region_name=region, endpoint_url=events.endpoint_url, config=config
+            )
+        return EventQueue(client, events.queue_url_for(shard))
 
     def _session(self, region: str, role_arn: str | None) -> boto3.Session:
         if self._base_session is None:

@@ -17,8 +17,11 @@ from prometheus_client import (
 from exporter import __version__
 
 # Re-exported until exporter/service.py imports it from exporter.aws, where it now lives.
-from exporter.outcomes import API_OUTCOMES
+from exporter.aws import DETAIL_TYPES, OTHER_DETAIL_TYPE
+from exporter.outcomes import API_OUTCOMES, EVENT_RECEIVE_ERROR_REASONS, EventOutcome
 
+# From an event's time (whole seconds) to its change on /metrics: seconds, not a poll interval.
+EVENT_LAG_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 900, 3600)
 POLL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 API_OPERATIONS = (
     "ListImageSetVersions",
@@ -122,3 +125,44 @@ def process_registry() -> CollectorRegistry:
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
+
+
+class EventMetrics:
+    """The event path's families: registered once `events` is configured (at start or reload)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events_received = Counter(
+            "healthimaging_exporter_events_received",
+            "Event messages received from the SQS queue, by detail-type and outcome.",
+            ["detail_type", "outcome"],
+            registry=registry,
+        )
+        for detail_type in (*DETAIL_TYPES, OTHER_DETAIL_TYPE):
+            for outcome in EventOutcome:
+                self.events_received.labels(detail_type, outcome.value)
+        self.event_lag = Histogram(
+            "healthimaging_exporter_event_lag_seconds",
+            "From an applied event's time to its change being published on /metrics.",
+            buckets=EVENT_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.event_receive_errors = Counter(
+            "healthimaging_exporter_event_receive_errors",
+            "Failed calls to the event queue (receive, delete, attributes), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in EVENT_RECEIVE_ERROR_REASONS:
+            self.event_receive_errors.labels(reason)
+        self.events_queue_messages = Gauge(
+            "healthimaging_exporter_events_queue_messages",
+            "The event queue's approximate messages by state (SQS GetQueueAttributes).",
+            ["state"],
+            registry=registry,
+        )
+        self.events_missed = Counter(
+            "healthimaging_events_missed",
+            "Changes a poll cycle found in an image set with no event since its last listing.",
+            ["datastore_id"],
+            registry=registry,
+        )

@@ -109,3 +109,26 @@ def test_an_unexpected_exception_is_an_internal_error_in_one_line(
     # A bug in the ingest itself (here: a snapshot that is not one) ends the same way.
     broken = Listing(KEY, versions=("not a version",))  # type: ignore[arg-type]
     assert ingest.listing(broken, None) == Outcome.INTERNAL_ERROR
+
+
+def test_an_ordered_image_set_never_takes_an_older_listing_over_a_newer_one(
+    store: FullDisk,
+) -> None:
+    """The event path and a cycle list one image set at once: the older answer is dropped.
+
+    Applied over the newer one, it would take COPY_FAILED back to COPYING, and the next listing
+    would count the failure a second time.
+    """
+    state = FleetState(store)
+    ingest = Ingest(state, clock=lambda: 100.0)
+    copying = Version(2, "COPYING", "LOCKED")
+    failed = Version(2, "COPY_FAILED", "ACTIVE")
+    assert ingest.listing(Listing(KEY, (V1,), started=1.0), None) == Ingested.CHANGED
+    ingest.order(KEY, 5.0)  # the event path sends its listing at 5
+    assert ingest.listing(Listing(KEY, (failed, V1), started=5.0), None) == Ingested.CHANGED
+    # A cycle's listing sent at 4, answered late: dropped.
+    assert ingest.listing(Listing(KEY, (copying, V1), started=4.0), None) == Ingested.UNCHANGED
+    assert ingest.listing(Listing(KEY, (failed, V1), started=6.0), None) == Ingested.UNCHANGED
+    assert state.copies()[1][CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 1
+    ingest.forget_order(before=10.0)  # unordered again: listings apply as they come
+    assert ingest.listing(Listing(KEY, (copying, V1), started=4.0), None) == Ingested.CHANGED

@@ -22,7 +22,7 @@ from exporter.aws import (
     ImageSetSummary,
 )
 from exporter.config import AwsSettings, Config, DatastoreSettings, DiscoverySettings, PollSettings
-from exporter.metrics.own import ExporterMetrics
+from exporter.metrics.own import EventMetrics, ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey, Version
 from exporter.outcomes import Outcome
@@ -394,4 +394,41 @@ def test_the_backfill_pauses_while_the_data_store_is_not_active(
         assert resumed is not first and h.poller.backfilling
     finally:
         h.poller.close()
+
+
+def test_a_change_a_cycle_finds_counts_as_missed_unless_an_event_announced_it(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    config = Config(datastores=(DatastoreSettings(GOOD_DS, (GOOD, BAD)),))
+    api = FakeApi({}, release)
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    harness = Harness(store, config, {GOOD_DS: api})
+    events = EventMetrics(CollectorRegistry())
+    harness.poller.event_metrics = events
+    try:
+        harness.poller.run_cycle()  # baselines: not changes
+
+        def missed() -> float:
+            return float(events.events_missed.labels(GOOD_DS)._value.get())
+
+        assert missed() == 0
+        # GOOD changes with no event; BAD changes and an event names it, but its listing by
+        # the event path runs before the change is visible (it finds nothing new).
+        failed_good = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        api.answers[GOOD] = failed_good
+        results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, BAD): None})
+        assert results == {ImageSetKey(GOOD_DS, BAD): "unchanged"}
+        api.answers[BAD] = (Version(2, "COPY_FAILED", "ACTIVE"), *VERSIONS)
+        harness.poller.run_cycle()
+        assert missed() == 1  # GOOD's; BAD's was announced
+        # An event whose listing applies the change: the cycle finds nothing, misses nothing.
+        api.answers[GOOD] = (Version(3, "UPDATED", "ACTIVE"), *failed_good)
+        results = harness.poller.list_for_events({ImageSetKey(GOOD_DS, GOOD): None})
+        assert results == {ImageSetKey(GOOD_DS, GOOD): "changed"}
+        harness.poller.run_cycle()
+        assert missed() == 1
+        # Not watched: not listed.
+        assert harness.poller.list_for_events({ImageSetKey(BAD_DS, GOOD): None}) == {}
+    finally:
+        harness.poller.close()
         store.close()
