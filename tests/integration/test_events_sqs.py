@@ -294,3 +294,32 @@ def test_a_reload_turns_events_on_and_off(
         service.consume_events(slice_seconds=0.0)  # a no-op
     finally:
         service.close()
+
+
+def test_an_import_job_event_reads_the_job_at_once(
+    emulator: EmulatorServer,
+    moto_server: MotoServer,
+    make_config: ConfigFactory,
+    daemon_for: Callable[..., Daemon],
+) -> None:
+    url = make_queue(moto_server)
+    emulator.backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
+    config = make_config(poll={"interval_seconds": 3600}, events=events_section(moto_server, url))
+    daemon = daemon_for(config)
+    wait_for(ready(daemon))  # the first cycle: the data store's import jobs are a baseline
+    emulator.backend.start_import_job(
+        DEMO_DATASTORE,
+        status="FAILED",
+        message="INVALID_REQUEST: the input has no DICOM files",
+        submitted_seconds=0.2,
+        in_progress_seconds=0.5,
+    )
+    ended = "healthimaging_import_jobs_ended_total"
+    wait_for(lambda: value(daemon, ended, job_status="FAILED") == 1, timeout=30)
+    body = metrics(daemon)
+    assert sample_value(body, CYCLES) == 1  # no poll cycle found it: the event did
+    detail = "Import Job Failed"
+    assert sample_value(body, RECEIVED, detail_type=detail, outcome="applied") == 1
+    failures = "healthimaging_import_job_failures_total"
+    assert sample_value(body, failures, reason="INVALID_REQUEST") == 1
+    assert b"the input has no DICOM files" not in body

@@ -349,6 +349,25 @@ def test_the_status_is_read_once_per_period_and_a_failed_read_is_retried(
         store.close()
 
 
+def test_a_data_store_event_makes_the_status_read_due_at_the_next_cycle(
+    tmp_path: Path, release: threading.Event
+) -> None:
+    store = SnapshotStore(str(tmp_path / "state.db"))
+    try:
+        config, apis = two_datastores(VERSIONS, release)
+        h = Harness(store, config, apis)  # the default period: 300 s
+        h.poller.run_cycle()
+        h.poller.run_cycle()
+        assert apis[GOOD_DS].status_calls == 1
+        h.poller.datastore_changed(GOOD_DS)  # e.g. a "Data Store Deleting" event
+        h.poller.run_cycle()
+        assert apis[GOOD_DS].status_calls == 2
+        assert apis[BAD_DS].status_calls == 1  # only the data store the event named
+    finally:
+        h.poller.close()
+        store.close()
+
+
 def test_status_reads_can_be_turned_off_and_a_reload_makes_them_due(
     tmp_path: Path, release: threading.Event
 ) -> None:
