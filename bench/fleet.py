@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import socket
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
-from exporter.store import SnapshotStore
+from exporter.store import SnapshotStore, encode_snapshot
 
 DATASTORE = "b0000000000000000000000000000001"
 # Same mix as the emulator's synthetic data (exporter/emulator/synthetic.py).
@@ -128,14 +129,35 @@ def cleanup() -> None:
 
 @cache
 def state_file(image_sets: int, versions: int) -> StateFile:
-    """Build (once per run) a state file through SnapshotStore.apply, as polls would write it."""
+    """Build (once per run) a state file holding what polls would have written.
+
+    The rows are those `SnapshotStore.apply` writes (its own `encode_snapshot`, counters summed
+    per series), inserted in one transaction: a million image sets take seconds, not minutes.
+    """
     path = os.path.join(_WORKDIR, f"state-{image_sets}-{versions}.db")
-    store = SnapshotStore(path)
+    SnapshotStore(path).close()  # the schema, migrated as the exporter does
+    rows: list[tuple[str, str, str, None]] = []
+    counters: dict[CounterKey, float] = {}
+    for snapshot in snapshots(image_sets, versions):
+        rows.append((*snapshot.key, encode_snapshot(snapshot), None))
+        for counter, amount in increments(snapshot).items():
+            counters[counter] = counters.get(counter, 0.0) + amount
+    db = sqlite3.connect(path, isolation_level=None)
     try:
-        for snapshot in snapshots(image_sets, versions):
-            store.apply(snapshot, increments(snapshot))
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at) "
+            "VALUES (?, ?, ?, ?)",
+            rows,
+        )
+        db.executemany(
+            "INSERT INTO counters (family, datastore_id, image_set_id, workflow_status, reason, "
+            "value) VALUES (?, ?, ?, ?, ?, ?)",
+            [(*k, v) for k, v in counters.items()],
+        )
+        db.execute("COMMIT")
     finally:
-        store.close()
+        db.close()
     return StateFile(path, image_sets, versions, image_set_id(0))
 
 

@@ -76,12 +76,13 @@ class Discovery:
         ds_id = datastore.datastore_id
         if datastore.discovers_all and not self._state.record(ds_id).backfill_complete:
             return []
-        batch, self._reconcile_position[ds_id] = reconcile_batch(
-            self._state.image_set_keys(ds_id),
-            self._reconcile_position.get(ds_id, 0),
-            config.poll.interval_seconds,
-            config.discovery.reconcile_seconds,
-        )
+        with self._state.lock:  # held for the batch only: O(batch), the keys are not copied
+            batch, self._reconcile_position[ds_id] = reconcile_batch(
+                self._state.rotation(ds_id),
+                self._reconcile_position.get(ds_id, 0),
+                config.poll.interval_seconds,
+                config.discovery.reconcile_seconds,
+            )
         return batch
 
     def advance_cursors(

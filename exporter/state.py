@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
 from exporter.diff import ImageSetChange
@@ -37,6 +37,10 @@ class FleetState:
         self._image_sets: dict[ImageSetKey, ImageSetSnapshot] = stored.image_sets
         self._counters: dict[CounterKey, float] = stored.counters
         self._records: dict[str, DatastoreRecord] = stored.datastores
+        # Per data store, its keys in a stable order (load order, then first sight): the
+        # reconciliation walks it by position, so a cycle's batch costs O(batch), never a sort.
+        self._rotations: dict[str, list[ImageSetKey]] = {}
+        self._rebuild_rotations()
         self.loaded_image_sets = bool(stored.image_sets)
         self.write_failures = 0  # only grows: the service turns it into a counter
         problem = store.probe_writable()
@@ -66,13 +70,21 @@ class FleetState:
             return self._image_sets.get(key)
 
     def image_set_keys(self, datastore_id: str | None = None) -> list[ImageSetKey]:
-        """Return the image sets with a snapshot, of one data store or all, sorted."""
+        """Return the image sets with a snapshot, of one data store or all, in rotation order."""
         with self.lock:
-            return sorted(
-                k
-                for k in self._image_sets
-                if datastore_id is None or k.datastore_id == datastore_id
-            )
+            if datastore_id is not None:
+                return list(self._rotations.get(datastore_id, ()))
+            return list(self._image_sets)
+
+    def rotation(self, datastore_id: str) -> Sequence[ImageSetKey]:
+        """Return a data store's keys in their stable order; live: read it under `lock`."""
+        return self._rotations.get(datastore_id, ())
+
+    def _rebuild_rotations(self) -> None:
+        rotations: dict[str, list[ImageSetKey]] = {}
+        for key in self._image_sets:
+            rotations.setdefault(key.datastore_id, []).append(key)
+        self._rotations = rotations
 
     def record(self, datastore_id: str) -> DatastoreRecord:
         """Return a data store's bookkeeping (empty if it has none yet)."""
@@ -107,6 +119,8 @@ class FleetState:
                 self._write_failed(exc)
                 return False
             self._write_succeeded()
+            if key not in self._image_sets:
+                self._rotations.setdefault(key.datastore_id, []).append(key)
             self._image_sets[key] = change.snapshot
             if drop_counters:
                 self._counters = {
@@ -139,6 +153,8 @@ class FleetState:
             self._write_succeeded()
             for key in keys:
                 self._image_sets.pop(key, None)
+            if keys:
+                self._rebuild_rotations()  # rare: only when the configuration drops image sets
             dropped = set(pairs)
             self._counters = {
                 k: v

@@ -144,6 +144,15 @@ class Exposition:
         for openmetrics in self._prepared:
             self._get(openmetrics)
 
+    def built(self) -> frozenset[bool]:
+        """Return the formats whose body exists already."""
+        with self._lock:
+            return frozenset(self._kept)
+
+    def expect(self, formats: Iterable[bool]) -> None:
+        """Note the formats scrapers will likely ask for, without building them yet."""
+        self._prepared = frozenset(formats)
+
     def wanted(self) -> frozenset[bool]:
         """Return the formats scrapers asked for; if none came, those prepared for them."""
         with self._lock:

@@ -8,10 +8,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.aws import ApiError, AttemptRecorder
-from exporter.config import AwsSettings, Config
+from exporter.config import AwsSettings, Config, StateSettings
+from exporter.metrics.exposition import PROMETHEUS_DEFAULT
 from exporter.metrics.own import ExporterMetrics
 from exporter.outcomes import Outcome
-from exporter.service import StopGate, budget_for
+from exporter.service import ExporterService, StopGate, budget_for
 
 
 class ObservedStop(threading.Event):
@@ -68,3 +69,18 @@ def test_a_stop_ends_a_wait_for_the_budget() -> None:
     waiter.join(timeout=30)  # a hang detector: without the stop it would wait 100 s
     assert not waiter.is_alive()
     assert outcome == [Outcome.TIMEOUT]
+
+
+def test_start_up_publishes_unbuilt_and_the_first_poll_builds_what_scrapers_want() -> None:
+    config = Config(datastores=(), state=StateSettings(path=":memory:"))
+    service = ExporterService(config)
+    try:
+        first = service.exposition()
+        assert first.built() == frozenset()  # ready without formatting the fleet
+        assert first.wanted() == PROMETHEUS_DEFAULT
+        service.poll()
+        polled = service.exposition()
+        assert polled is not first and polled.built() == PROMETHEUS_DEFAULT
+        assert first.built() == frozenset()  # the fleet was formatted once, by the poll
+    finally:
+        service.close()

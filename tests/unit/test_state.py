@@ -126,3 +126,25 @@ def test_a_read_only_state_file_is_noticed_at_start(tmp_path: Path) -> None:
         assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
     finally:
         service.close()
+
+
+def test_the_rotation_keeps_its_order_as_image_sets_come_and_go(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SnapshotStore(path)
+    state = FleetState(store)
+    keys = [ImageSetKey("d" * 32, f"{n:032x}") for n in (5, 1, 3)]
+    other = ImageSetKey("e" * 32, "f" * 32)
+    for key in [*keys, other]:
+        assert state.apply(
+            ImageSetChange(ImageSetSnapshot(key, (Version(1, "IMPORTED", "A"),)), {})
+        )
+    # First sight appends: positions a reconciliation already walked past do not shift.
+    assert list(state.rotation("d" * 32)) == keys
+    assert state.image_set_keys("e" * 32) == [other]
+    assert state.forget([keys[1]], ["d" * 32, "e" * 32])
+    assert list(state.rotation("d" * 32)) == [keys[0], keys[2]]
+    store.close()
+    reloaded = SnapshotStore(path)
+    # A restart walks the stored order (the table's key order) and forgets nothing.
+    assert list(FleetState(reloaded).rotation("d" * 32)) == sorted([keys[0], keys[2]])
+    reloaded.close()
