@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,19 +78,17 @@ class Stack:
         self.emulator.stop()
 
 
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    """Emulator (demo data), exporter polling every second, Prometheus, Alertmanager, webhook."""
+def start_stack(
+    exporter_config: Callable[[EmulatorServer], dict[str, Any]], ready_query: str
+) -> Stack:
+    """Start the whole pipeline with the shipped rules; return once `ready_query` finds something.
+
+    Emulator (demo data), exporter, webhook, Alertmanager (the shipped config), Prometheus.
+    """
     emulator = EmulatorServer(port=0, dataset="demo").start()
     started: list[Any] = [emulator]
     try:
-        exporter = ExporterProcess(
-            {
-                "aws": {"region": "us-east-1", "endpoint_url": emulator.url},
-                "poll": {"interval_seconds": 1},
-                "datastores": [{"datastore_id": DATASTORE, "image_sets": [IMAGE_SET]}],
-            }
-        )
+        exporter = ExporterProcess(exporter_config(emulator))
         exporter.start()
         started.append(exporter)
         hook = WebhookReceiver()
@@ -111,14 +109,27 @@ def stack() -> Iterator[Stack]:
         )
         prometheus.start()
         started.append(prometheus)
+        prometheus.wait_for_query(ready_query)
     except BaseException:
         for part in reversed(started):
             part.stop()
         raise
-    running = Stack(emulator, exporter, hook, alertmanager, prometheus)
-    try:
+    return Stack(emulator, exporter, hook, alertmanager, prometheus)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """Emulator (demo data), exporter polling every second, Prometheus, Alertmanager, webhook."""
+    running = start_stack(
+        lambda emulator: {
+            "aws": {"region": "us-east-1", "endpoint_url": emulator.url},
+            "poll": {"interval_seconds": 1},
+            "datastores": [{"datastore_id": DATASTORE, "image_sets": [IMAGE_SET]}],
+        },
         # The exporter's baseline is in and Prometheus has seen the data store up.
-        prometheus.wait_for_query(f'healthimaging_up{{datastore_id="{DATASTORE}"}} == 1')
+        f'healthimaging_up{{datastore_id="{DATASTORE}"}} == 1',
+    )
+    try:
         yield running
     finally:
         running.stop()

@@ -7,21 +7,11 @@ the emulator's admin control moves the data store to DELETING and back to ACTIVE
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
 
-from exporter.emulator import EmulatorServer
-from tests.e2e.servers import (
-    AlertmanagerServer,
-    ExporterProcess,
-    PrometheusServer,
-    WebhookReceiver,
-    prometheus_config,
-    shipped_alertmanager_config,
-)
-from tests.e2e.test_alerting_e2e import ALERTMANAGER, JOB, RULES, Stack, accelerated_rules
+from tests.e2e.test_alerting_e2e import RULES, Stack, start_stack
 from tests.helpers import DEMO_DATASTORE, DEMO_IMAGE_SET
 
 pytestmark = pytest.mark.e2e
@@ -30,47 +20,17 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     """The pipeline of test_alerting_e2e, with the data store's status read every second."""
-    emulator = EmulatorServer(port=0, dataset="demo").start()
-    started: list[Any] = [emulator]
+    running = start_stack(
+        lambda emulator: {
+            "aws": {"region": "us-east-1", "endpoint_url": emulator.url},
+            "poll": {"interval_seconds": 1},
+            "discovery": {"datastore_status_seconds": 1},
+            "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
+        },
+        f'healthimaging_datastore_status{{datastore_id="{DEMO_DATASTORE}",'
+        'datastore_status="ACTIVE"} == 1',
+    )
     try:
-        exporter = ExporterProcess(
-            {
-                "aws": {"region": "us-east-1", "endpoint_url": emulator.url},
-                "poll": {"interval_seconds": 1},
-                "discovery": {"datastore_status_seconds": 1},
-                "datastores": [{"datastore_id": DEMO_DATASTORE, "image_sets": [DEMO_IMAGE_SET]}],
-            }
-        )
-        exporter.start()
-        started.append(exporter)
-        hook = WebhookReceiver()
-        hook.start()
-        started.append(hook)
-        alertmanager = AlertmanagerServer(
-            shipped_alertmanager_config(ALERTMANAGER, hook.url.rsplit("/", 1)[0])
-        )
-        alertmanager.start()
-        started.append(alertmanager)
-        prometheus = PrometheusServer(
-            prometheus_config(
-                rule_files=["rules.yml"],
-                alertmanagers=[alertmanager.address],
-                scrape_targets={JOB: [exporter.address]},
-            ),
-            files={"rules.yml": accelerated_rules(RULES.read_text())},
-        )
-        prometheus.start()
-        started.append(prometheus)
-    except BaseException:
-        for part in reversed(started):
-            part.stop()
-        raise
-    running = Stack(emulator, exporter, hook, alertmanager, prometheus)
-    try:
-        prometheus.wait_for_query(
-            f'healthimaging_datastore_status{{datastore_id="{DEMO_DATASTORE}",'
-            'datastore_status="ACTIVE"} == 1'
-        )
         yield running
     finally:
         running.stop()
