@@ -21,10 +21,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check exporter tests bench
 	$(VENV)/bin/mypy
 
+# Four test workers: most of the suite waits on real servers (Prometheus, Alertmanager, moto,
+# the emulator), so four share two cores well.
 test: $(STAMP)
 	scripts/install-test-tools
 	$(MAKE) lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 4
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
