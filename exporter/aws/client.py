@@ -374,18 +374,26 @@ class ClientFactory:
                 self._manifests[(region, role)] = reader
             return reader
 
-    def _create_s3_client(self, region: str, role_arn: str | None) -> Any:
+    def _boto_config(
+        self, region: str, pool: int, read_timeout: float | None = None, **extra: Any
+    ) -> BotoConfig:
+        """One client configuration for every service: timeouts, retries and user agent."""
         s = self._settings
-        config = BotoConfig(
+        return BotoConfig(
             region_name=region,
             connect_timeout=s.connect_timeout_seconds,
-            read_timeout=s.read_timeout_seconds,
+            read_timeout=s.read_timeout_seconds if read_timeout is None else read_timeout,
             retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
-            max_pool_connections=2,
-            # An explicit endpoint (moto in tests, a VPC endpoint) takes bucket names in the path.
-            s3={"addressing_style": "path"} if s.s3_endpoint_url else {},
+            max_pool_connections=pool,
             user_agent_extra=f"healthimaging-exporter/{__version__}",
+            **extra,
         )
+
+    def _create_s3_client(self, region: str, role_arn: str | None) -> Any:
+        s = self._settings
+        # An explicit endpoint (moto in tests, a VPC endpoint) takes bucket names in the path.
+        addressing = {"addressing_style": "path"} if s.s3_endpoint_url else {}
+        config = self._boto_config(region, 2, s3=addressing)
         return self._session(region, role_arn).client(
             "s3", region_name=region, endpoint_url=s.s3_endpoint_url, config=config
         )
@@ -396,16 +404,9 @@ class ClientFactory:
 
         region = events.region or self._settings.region
         role = events.role_arn or self._settings.role_arn
-        s = self._settings
-        config = BotoConfig(
-            region_name=region,
-            connect_timeout=s.connect_timeout_seconds,
-            # A long poll answers after up to wait_seconds by design: the read timeout covers it.
-            read_timeout=events.wait_seconds + s.read_timeout_seconds,
-            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
-            max_pool_connections=2,
-            user_agent_extra=f"healthimaging-exporter/{__version__}",
-        )
+        # A long poll answers after up to wait_seconds by design: the read timeout covers it.
+        read_timeout = events.wait_seconds + self._settings.read_timeout_seconds
+        config = self._boto_config(region, 2, read_timeout)
         with self._lock:
             client = self._session(region, role).client(
                 "sqs", region_name=region, endpoint_url=events.endpoint_url, config=config
@@ -436,15 +437,9 @@ class ClientFactory:
 
     def _create_client(self, region: str, role_arn: str | None) -> Any:
         s = self._settings
-        config = BotoConfig(
-            region_name=region,
-            connect_timeout=s.connect_timeout_seconds,
-            read_timeout=s.read_timeout_seconds,
-            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
-            max_pool_connections=self._pool_size,
-            # An explicit endpoint (the emulator, a VPC endpoint) is used as given.
-            inject_host_prefix=s.endpoint_url is None,
-            user_agent_extra=f"healthimaging-exporter/{__version__}",
+        # An explicit endpoint (the emulator, a VPC endpoint) is used as given.
+        config = self._boto_config(
+            region, self._pool_size, inject_host_prefix=s.endpoint_url is None
         )
         client = self._session(region, role_arn).client(
             SERVICE, region_name=region, endpoint_url=s.endpoint_url, config=config
