@@ -71,12 +71,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ExtraJob = tuple[str, Callable[[], None], float]
 
 
-def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
+def _guarded(
+    name: str, job: Callable[[], object], crashed: Callable[[str], None]
+) -> Callable[[], None]:
     def run() -> None:
         try:
             job()
         except Exception as exc:
             # A bug in one run must not stop the schedule; the next run starts afresh.
+            crashed(name)
             what = f"{type(exc).__name__}: {exc}"
             log.error("%s crashed: %s; it runs again on schedule", name, what)
             log.debug("%s crashed", name, exc_info=exc)
@@ -141,11 +144,16 @@ class Daemon:
         """Return the base URL of every listen address, in the order configured."""
         return self._server.urls
 
+    def _count_crash(self, job: str) -> None:
+        self.service.metrics.job_crashes.labels(job).inc()
+
     def start(self) -> Daemon:
         """Start serving and polling; the first poll starts at once."""
         self._server.start()
         self._scheduler.add_job(
-            self._paused_while_running("poll", _guarded("poll cycle", self._poll)),
+            self._paused_while_running(
+                "poll", _guarded("poll cycle", self._poll, self._count_crash)
+            ),
             self._trigger(self.service.config),
             id="poll",
             name="poll cycle",
@@ -157,7 +165,7 @@ class Daemon:
         self._scheduler.add_job(
             # Backfill pages, resumed from the saved token: a few seconds' worth per run.
             self._paused_while_running(
-                "backfill", _guarded("backfill", self.service.run_backfills)
+                "backfill", _guarded("backfill", self.service.run_backfills, self._count_crash)
             ),
             IntervalTrigger(seconds=BACKFILL_EVERY_SECONDS, timezone=UTC),
             id="backfill",
@@ -169,7 +177,7 @@ class Daemon:
         self._scheduler.add_job(
             # Long polls of the event queue, a slice at a time (a no-op without `events:`).
             self._paused_while_running(
-                "events", _guarded("event consumer", self.service.consume_events)
+                "events", _guarded("event consumer", self.service.consume_events, self._count_crash)
             ),
             IntervalTrigger(seconds=EVENTS_EVERY_SECONDS, timezone=UTC),
             id="events",
@@ -183,7 +191,7 @@ class Daemon:
             # Run on demand (SIGHUP) by moving its next run time to now. A permanent job, not a
             # one-off: APScheduler 3 may fail to remove a fired one-off job when a shutdown
             # starts at the same moment (JobLookupError in its scheduler thread).
-            _guarded("reload", self.reload),
+            _guarded("reload", self.reload, self._count_crash),
             IntervalTrigger(days=365 * 100, timezone=UTC),
             id="reload",
             name="reload",
@@ -194,7 +202,7 @@ class Daemon:
         )
         for name, job, seconds in self._extra_jobs:
             self._scheduler.add_job(
-                self._paused_while_running(name, _guarded(name, job)),
+                self._paused_while_running(name, _guarded(name, job, self._count_crash)),
                 IntervalTrigger(seconds=seconds, timezone=UTC),
                 id=name,
                 name=name,

@@ -143,8 +143,11 @@ class Backfill:
 
     def run_page(
         self, pool: ListingPool, ingest: Ingest, state: FleetState, stop: threading.Event
-    ) -> None:
-        """List one page of the inventory; on failure, wait before the next try. Never raises."""
+    ) -> Outcome | None:
+        """List one page of the inventory; on failure, wait before the next try. Never raises.
+
+        Return the failure's outcome, for the caller to count, or None.
+        """
         if not self._started:
             self._started = True
             log.info("backfill of data store %s started", self.datastore_id)
@@ -155,21 +158,22 @@ class Backfill:
                 # An expired or foreign token: start over; known image sets cost nothing.
                 log.warning("backfill of %s: %s; starting over", self.datastore_id, exc)
                 self._token = None
-                return
+                return None
             self._retry_later(str(exc))
-            return
+            return Outcome(exc.outcome)
         except Exception as exc:
             self._retry_later(f"internal error: {describe(exc)}")
             log.debug("backfill of %s: internal error", self.datastore_id, exc_info=exc)
-            return
+            return Outcome.INTERNAL_ERROR
         if finished is None:
-            return  # stopped: progress is saved page by page, the next start resumes
+            return None  # stopped: progress is saved page by page, the next start resumes
         self._failures = 0
         if finished:
             self.complete = True
             log.info(
                 "backfill of data store %s complete: %d image sets", self.datastore_id, self._listed
             )
+        return None
 
     def _retry_later(self, why: str) -> None:
         wait_seconds = self.RETRY_SECONDS[min(self._failures, len(self.RETRY_SECONDS) - 1)]

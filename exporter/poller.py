@@ -190,6 +190,7 @@ class Poller:
                         log.info("data store %s: shard assignment now %s", ds_id, assignment)
                     self._state.save_record(noted)
             except Exception as exc:  # bookkeeping for reshards must not stop the exporter
+                self._metrics.poll_errors.labels(ds_id, Outcome.INTERNAL_ERROR).inc()
                 log.error("data store %s: internal error: %s", ds_id, describe(exc))
                 log.debug("data store %s: internal error", ds_id, exc_info=exc)
 
@@ -474,7 +475,11 @@ class Poller:
                 if not due:
                     break
                 for backfill in due:
-                    backfill.run_page(self._backfill_pool, self._ingest, self._state, self._stop)
+                    failed = backfill.run_page(
+                        self._backfill_pool, self._ingest, self._state, self._stop
+                    )
+                    if failed is not None:
+                        self._metrics.poll_errors.labels(backfill.datastore_id, failed).inc()
                 if time.monotonic() >= end:
                     break
 

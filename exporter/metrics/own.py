@@ -64,6 +64,13 @@ class ExporterMetrics:
             ["datastore_id", "reason"],
             registry=registry,
         )
+        self.job_crashes = Counter(
+            "healthimaging_exporter_job_crashes",
+            "Runs of a runtime job (poll cycle, backfill, event consumer, reload) that ended in "
+            "an unexpected exception; the job runs again on schedule.",
+            ["job"],
+            registry=registry,
+        )
         self.budget_rate = Gauge(
             "healthimaging_exporter_rate_budget_requests_per_second",
             "The client-side request budget of this process, lowered after throttles.",

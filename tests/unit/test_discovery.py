@@ -29,7 +29,7 @@ class PagedApi(HealthImagingApi):
     def __init__(self) -> None:
         super().__init__(client=None)
         self.pages = {None: (IDS[:3], "page-2"), "page-2": (IDS[3:], None)}
-        self.search_failures: list[ApiError] = []
+        self.search_failures: list[Exception] = []
         self.listed: list[str] = []
         self.hang = threading.Event()  # set: list calls wait for `release`
         self.release = threading.Event()
@@ -97,7 +97,8 @@ def test_a_failed_page_waits_before_its_retry(
     api = PagedApi()
     api.search_failures.append(ApiError(Outcome.THROTTLED, "Rate exceeded"))
     backfill = Backfill(DS, api, CONFIG, until=50.0, token=None, listed=0)
-    backfill.run_page(pool, ingest, state, threading.Event())
+    # The failure is returned for the poller to count in poll_errors_total.
+    assert backfill.run_page(pool, ingest, state, threading.Event()) == Outcome.THROTTLED
     assert not backfill.due()  # RETRY_SECONDS[0] from now
     assert state.record(DS).backfill_token is None and api.listed == []
 
@@ -139,3 +140,15 @@ def test_reconcile_batches_cover_everything_once_per_period() -> None:
         seen.extend(batch)
     assert sorted(seen) == sorted(keys)
     assert reconcile_batch([], 3, 60, 300) == ([], 0)
+
+
+def test_a_bug_in_a_page_is_an_internal_error_and_waits(
+    parts: tuple[FleetState, Ingest, ListingPool],
+) -> None:
+    state, ingest, pool = parts
+    api = PagedApi()
+    api.search_failures.append(RuntimeError("a bug"))
+    backfill = Backfill(DS, api, CONFIG, until=50.0, token=None, listed=0)
+    assert backfill.run_page(pool, ingest, state, threading.Event()) == Outcome.INTERNAL_ERROR
+    assert not backfill.due()
+    assert state.record(DS).backfill_token is None and api.listed == []
