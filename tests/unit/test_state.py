@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from exporter.service import ExporterService
 from exporter.state import FleetState
 from exporter.store import SnapshotStore
 from tests.helpers import FullDisk
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 FAILED = CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")
@@ -115,17 +120,34 @@ def test_the_service_reports_a_read_only_store_at_once(tmp_path: Path) -> None:
         service.close()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+# Run in a child process that honours file permissions: as root (CI), without the capabilities
+# that let root write a read-only file; setpriv is util-linux's, on every Debian.
+CHECK_READ_ONLY = """
+import sys
+from exporter.config import Config, StateSettings
+from exporter.service import ExporterService
+service = ExporterService(Config(datastores=(), state=StateSettings(sys.argv[1])))
+try:
+    assert service.health() is not None, "healthy with a read-only state file"
+    assert b"\\nhealthimaging_exporter_state_writable 0.0\\n" in service.exposition().text
+finally:
+    service.close()
+"""
+
+
 def test_a_read_only_state_file_is_noticed_at_start(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     SnapshotStore(str(path)).close()
     path.chmod(0o444)
-    service = ExporterService(Config(datastores=(), state=StateSettings(str(path))))
-    try:
-        assert service.health() is not None
-        assert b"\nhealthimaging_exporter_state_writable 0.0\n" in service.exposition().text
-    finally:
-        service.close()
+    command = [sys.executable, "-c", CHECK_READ_ONLY, str(path)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv is not None, "setpriv (util-linux) is needed to drop root's file overrides"
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "cannot write" in run.stderr  # said once, at start
 
 
 def test_the_rotation_keeps_its_order_as_image_sets_come_and_go(tmp_path: Path) -> None:
