@@ -46,7 +46,7 @@ def budget_for(config: Config, stopping: threading.Event | None = None) -> RateB
     return RateBudget(rates, sleep=sleep)
 
 
-def load_state(store: SnapshotStore) -> FleetState:
+def load_state(store: SnapshotStore, clock: Callable[[], float] = time.time) -> FleetState:
     """Load the fleet state with the cyclic garbage collector paused, then freeze what it holds.
 
     The load allocates millions of objects and frees none, so the collections it triggers find
@@ -56,7 +56,7 @@ def load_state(store: SnapshotStore) -> FleetState:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return FleetState(store)
+        return FleetState(store, clock)
     finally:
         gc.freeze()
         if enabled:
@@ -118,7 +118,7 @@ class ExporterService:
         )
         self.store = store if store is not None else SnapshotStore(config.state.path)
         try:
-            self.state = load_state(self.store)
+            self.state = load_state(self.store, clock)
             self.imports = ImportJobs(self.store, clock)
         except BaseException:
             self.store.close()

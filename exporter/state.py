@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 
 from exporter.diff import ImageSetChange
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 class FleetState:
     """Snapshots, counters and data store records; memory changes only after the store commits."""
 
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: SnapshotStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock  # stamps the time a failure or forced version was counted
         # Held for whole read-diff-apply sequences: the cycle and the backfills both apply.
         self.lock = threading.RLock()
         stored = store.load()
@@ -109,7 +110,7 @@ class FleetState:
     def apply(self, change: ImageSetChange, drop_counters: bool = False) -> bool:
         """Commit a change to the store, then to memory; False (memory unchanged) if it failed."""
         key = change.snapshot.key
-        increments = stamp_events(change.increments, time.time())
+        increments = stamp_events(change.increments, self._clock())
         with self.lock:
             try:
                 self._store.apply(change.snapshot, increments, drop_counters=drop_counters)

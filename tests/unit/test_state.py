@@ -170,3 +170,10 @@ def test_the_rotation_keeps_its_order_as_image_sets_come_and_go(tmp_path: Path) 
     # A restart walks the stored order (the table's key order) and forgets nothing.
     assert list(FleetState(reloaded).rotation("d" * 32)) == sorted([keys[0], keys[2]])
     reloaded.close()
+
+
+def test_the_failure_stamp_comes_from_the_state_clock(tmp_path: Path) -> None:
+    state = FleetState(SnapshotStore(str(tmp_path / "state.db")), clock=lambda: 1_234.5)
+    assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
+    assert state.apply(change(2))
+    assert state.copies()[1][CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")] == 1_234.5
