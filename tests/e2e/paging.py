@@ -114,6 +114,21 @@ class Pipeline:
             {"alertname": alert, "image_set_id": image_set}, status=status, timeout=60
         )
 
+    def start(self, old_series: str) -> None:
+        """Start every part, Prometheus last and scraping the exporter.
+
+        Before Prometheus ever sees it, the exporter baselines every image set and counts a
+        failure of `old_series`, which is then aged by two hours: an image set whose failed
+        counter and last-failure series exist from a failure outside the alert window.
+        """
+        self.exporter.start()
+        self.hook.start()
+        self.alertmanager.start()
+        count_old_failure(self, old_series)
+        self.prometheus.set_file_sd_targets(JOB, [self.exporter.address])
+        self.prometheus.start()
+        self.wait_for_scrape(self.exporter)
+
     def wait_for_scrape(self, exporter: ExporterProcess) -> None:
         """Wait until Prometheus scrapes the exporter at its address and has its data store up."""
         self.prometheus.wait_for_query(

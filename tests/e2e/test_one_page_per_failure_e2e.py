@@ -24,7 +24,6 @@ from tests.e2e.paging import (
     SEEDED_FAILURE,
     Pipeline,
     alerting_servers,
-    count_old_failure,
     exporter_config,
     last_failure,
 )
@@ -46,16 +45,7 @@ def pipeline() -> Iterator[Pipeline]:
     hook, alertmanager, prometheus = alerting_servers(RULES.read_text())
     running = Pipeline(emulator, hook, alertmanager, prometheus, exporter, image_sets)
     try:
-        exporter.start()
-        hook.start()
-        alertmanager.start()
-        # Before Prometheus ever sees it, the exporter baselines every image set and counts a
-        # failure of "old_series", which is then aged by two hours: an image set whose failed
-        # counter and last-failure series exist from a failure outside the alert window.
-        count_old_failure(running, "old_series")
-        prometheus.set_file_sd_targets(JOB, [exporter.address])
-        prometheus.start()
-        running.wait_for_scrape(exporter)
+        running.start(old_series="old_series")
         yield running
     finally:
         running.stop()

@@ -27,7 +27,6 @@ from tests.e2e.paging import (
     SEEDED_FAILURE,
     Pipeline,
     alerting_servers,
-    count_old_failure,
     exporter_config,
 )
 from tests.e2e.servers import ExporterProcess
@@ -89,13 +88,7 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     hook, alertmanager, prometheus = alerting_servers(rules)
     running = Pipeline(emulator, hook, alertmanager, prometheus, exporter, image_sets)
     try:
-        exporter.start()
-        hook.start()
-        alertmanager.start()
-        count_old_failure(running, "old_series")
-        prometheus.set_file_sd_targets(JOB, [exporter.address])
-        prometheus.start()
-        running.wait_for_scrape(exporter)
+        running.start(old_series="old_series")
         yield running
     finally:
         running.stop()
