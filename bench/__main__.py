@@ -20,6 +20,7 @@ from bench.common import Figure
 # Module bench/<name>.py with run(quick: bool) -> list[Figure], in running order.
 SCENARIOS = (
     "scrape",
+    "publish",
     "memory",
     "restart",
     "emulator",

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.facts import TotalsKey, contribution, facts_of
 from exporter.model import (
     FAILED_VERSIONS,
     FAILURE_STATUSES,
@@ -26,7 +28,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
-from exporter.store import SnapshotStore, encode_snapshot
+from exporter.store import SnapshotStore, encode_facts, encode_snapshot
 
 DATASTORE = "b0000000000000000000000000000001"
 # Same mix as the emulator's synthetic data (exporter/emulator/synthetic.py).
@@ -112,6 +114,8 @@ class StateFile:
     image_sets: int
     versions: int
     first_image_set: str
+    # The first image set that `per_image_set: failures_only` shows (a failed or forced version).
+    first_shown_image_set: str
 
 
 _WORKDIR = tempfile.mkdtemp(prefix="hie-bench-")
@@ -131,24 +135,43 @@ def cleanup() -> None:
 def state_file(image_sets: int, versions: int) -> StateFile:
     """Build (once per run) a state file holding what polls would have written.
 
-    The rows are those `SnapshotStore.apply` writes (its own `encode_snapshot`, counters summed
-    per series), inserted in one transaction: a million image sets take seconds, not minutes.
+    The rows are those `SnapshotStore.apply` writes (its own `encode_snapshot` and
+    `encode_facts`, the totals and counters summed), inserted in one transaction: a million image
+    sets take seconds, not minutes.
     """
     path = os.path.join(_WORKDIR, f"state-{image_sets}-{versions}.db")
     SnapshotStore(path).close()  # the schema, migrated as the exporter does
-    rows: list[tuple[str, str, str, None]] = []
+    rows: list[tuple[str, str, str, None, str, int]] = []
     counters: dict[CounterKey, float] = {}
+    totals: Counter[TotalsKey] = Counter()
+    shown: str | None = None
     for snapshot in snapshots(image_sets, versions):
-        rows.append((*snapshot.key, encode_snapshot(snapshot), None))
+        facts = facts_of(snapshot)
+        if shown is None and facts.failing:
+            shown = snapshot.key.image_set_id
+        totals.update(contribution(facts))
+        rows.append(
+            (
+                *snapshot.key,
+                encode_snapshot(snapshot),
+                None,
+                encode_facts(facts),
+                int(facts.notable),
+            )
+        )
         for counter, amount in increments(snapshot).items():
             counters[counter] = counters.get(counter, 0.0) + amount
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("BEGIN")
         db.executemany(
-            "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at, facts, "
+            "notable) VALUES (?, ?, ?, ?, ?, ?)",
             rows,
+        )
+        db.executemany(
+            "INSERT INTO datastore_totals (datastore_id, name, label, value) VALUES (?, ?, ?, ?)",
+            [(DATASTORE, name, label, value) for (name, label), value in totals.items() if value],
         )
         db.executemany(
             "INSERT INTO counters (family, datastore_id, image_set_id, workflow_status, reason, "
@@ -158,7 +181,7 @@ def state_file(image_sets: int, versions: int) -> StateFile:
         db.execute("COMMIT")
     finally:
         db.close()
-    return StateFile(path, image_sets, versions, image_set_id(0))
+    return StateFile(path, image_sets, versions, image_set_id(0), shown or image_set_id(0))
 
 
 def copy_state(state: StateFile, name: str) -> str:
@@ -183,21 +206,25 @@ def free_port() -> int:
         return port
 
 
-def config_dict(state_path: str, endpoint_url: str, port: int = 0) -> dict[str, Any]:
-    """Return an exporter config: one data store, `image_sets: all`, every per-image-set series."""
+def config_dict(
+    state_path: str, endpoint_url: str, port: int = 0, per_image_set: str = "all"
+) -> dict[str, Any]:
+    """Return an exporter config: one data store, `image_sets: all`, per-image-set series."""
     return {
         "aws": {"region": "us-east-1", "endpoint_url": endpoint_url, "max_attempts": 1},
         "poll": {"interval_seconds": 86_400},
         "datastores": [{"datastore_id": DATASTORE, "image_sets": "all"}],
-        "metrics": {"per_image_set": "all"},
+        "metrics": {"per_image_set": per_image_set},
         "state": {"path": state_path},
         "web": {"listen_address": f"127.0.0.1:{port}"},
     }
 
 
-def write_config(state_path: str, endpoint_url: str, port: int, name: str) -> str:
+def write_config(
+    state_path: str, endpoint_url: str, port: int, name: str, per_image_set: str = "all"
+) -> str:
     """Write `config_dict` as YAML; return its path."""
     path = os.path.join(_WORKDIR, name)
     with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(config_dict(state_path, endpoint_url, port), handle)
+        yaml.safe_dump(config_dict(state_path, endpoint_url, port, per_image_set), handle)
     return path

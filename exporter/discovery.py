@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
 
@@ -28,16 +28,26 @@ from exporter.state import FleetState
 log = logging.getLogger(__name__)
 
 
+def reconcile_size(size: int, interval: float, period: float) -> int:
+    """Return how many of `size` image sets a cycle re-lists, so that all are once per period."""
+    return min(size, math.ceil(size * interval / period))
+
+
 def reconcile_batch(
-    keys: Sequence[ImageSetKey], position: int, interval: float, period: float
-) -> tuple[list[ImageSetKey], int]:
-    """Pick the next keys to re-list, all once per period; return them and the next position."""
-    if not keys:
-        return [], 0
-    count = min(len(keys), math.ceil(len(keys) * interval / period))
-    start = position % len(keys)
-    batch = [keys[(start + i) % len(keys)] for i in range(count)]
-    return batch, (start + count) % len(keys)
+    keys_after: Callable[[str, int], list[ImageSetKey]], after: str, count: int
+) -> list[ImageSetKey]:
+    """Return the next `count` keys after the id `after`, wrapping round to the first ones.
+
+    The walk is in id order, read from the store a batch at a time: O(batch) per cycle, with
+    no key list in memory; an image set that arrives is met at its place in the order.
+    """
+    if count <= 0:
+        return []
+    batch = keys_after(after, count)
+    if len(batch) < count and after:
+        seen = set(batch)
+        batch += [k for k in keys_after("", count - len(batch)) if k not in seen]
+    return batch
 
 
 class Discovery:
@@ -46,7 +56,8 @@ class Discovery:
     def __init__(self, state: FleetState, clock: Callable[[], float]) -> None:
         self._state = state
         self._clock = clock
-        self._reconcile_position: dict[str, int] = {}
+        # Per data store, the last image set id a reconciliation batch reached.
+        self._reconcile_after: dict[str, str] = {}
 
     def search(
         self,
@@ -76,13 +87,16 @@ class Discovery:
         ds_id = datastore.datastore_id
         if datastore.discovers_all and not self._state.record(ds_id).backfill_complete:
             return []
-        with self._state.lock:  # held for the batch only: O(batch), the keys are not copied
-            batch, self._reconcile_position[ds_id] = reconcile_batch(
-                self._state.rotation(ds_id),
-                self._reconcile_position.get(ds_id, 0),
-                config.poll.interval_seconds,
-                config.discovery.reconcile_seconds,
-            )
+        count = reconcile_size(
+            self._state.size(ds_id),
+            config.poll.interval_seconds,
+            config.discovery.reconcile_seconds,
+        )
+        after = self._reconcile_after.get(ds_id, "")
+        batch = reconcile_batch(
+            lambda start, limit: self._state.keys_after(ds_id, start, limit), after, count
+        )
+        self._reconcile_after[ds_id] = batch[-1].image_set_id if batch else ""
         return batch
 
     def advance_cursors(
@@ -104,8 +118,8 @@ class Discovery:
     def forget(self, datastore_ids: Iterable[str]) -> None:
         """Keep reconciliation positions only for the data stores still configured."""
         keep = set(datastore_ids)
-        self._reconcile_position = {
-            ds: pos for ds, pos in self._reconcile_position.items() if ds in keep
+        self._reconcile_after = {
+            ds: after for ds, after in self._reconcile_after.items() if ds in keep
         }
 
 

@@ -132,6 +132,23 @@ class CounterKey(NamedTuple):
     reason: str = ""
 
 
+# An image set's own counter series (failed and forced versions, and their timestamps), kept
+# per image set: (family, workflow_status, value) in sorted order. The key is the image set's.
+OwnCounters = tuple[tuple[str, str, float], ...]
+
+
+def own_counter_key(key: ImageSetKey, family: str, workflow_status: str) -> CounterKey:
+    """Return the CounterKey of one of an image set's own counters."""
+    return CounterKey(family, key.datastore_id, key.image_set_id, workflow_status)
+
+
+def with_own_counter(own: OwnCounters, family: str, status: str, value: float) -> OwnCounters:
+    """Return an image set's own counters with one series set to `value`."""
+    kept = [entry for entry in own if (entry[0], entry[1]) != (family, status)]
+    kept.append((family, status, value))
+    return tuple(sorted(kept))
+
+
 NEW_VERSIONS = "new_versions"
 FAILED_VERSIONS = "failed_versions"
 FORCED_VERSIONS = "forced_versions"

@@ -54,6 +54,13 @@ def watches(config: Config, key: ImageSetKey) -> bool:
     return False
 
 
+def shown_in_full(config: Config) -> frozenset[str]:
+    """Return the data stores whose every image set has series (`per_image_set: all`)."""
+    return frozenset(
+        ds.datastore_id for ds in config.datastores if config.metrics.mode_for(ds) == "all"
+    )
+
+
 def listed_targets(config: Config, datastore: DatastoreSettings) -> list[ImageSetKey]:
     """Return the configured image sets of a data store that this shard polls."""
     if datastore.discovers_all:

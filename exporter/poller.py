@@ -36,6 +36,7 @@ from exporter.plan import (
     already_seen,
     plan_datastore,
     shard_of,
+    shown_in_full,
     uses_search,
     wanted_keys,
     watches,
@@ -56,6 +57,7 @@ IMPORT_SHARE = 0.5
 EVENT_CONCURRENCY = 4
 # A listing found by a cycle with one of these results is a change (events_missed_total).
 CHANGES = (Ingested.CHANGED, Ingested.DELETED)
+FORGET_PAGE = 10_000  # keys looked at per forget, when a reload or start drops image sets
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class Poller:
         clients: ClientFactory,
         state: FleetState,
         metrics: ExporterMetrics,
-        publish: Callable[[FleetView], None],
+        publish: Callable[[Callable[[], FleetView]], None],
         clock: Callable[[], float] = time.time,
         imports: ImportJobs | None = None,
     ) -> None:
@@ -156,6 +158,7 @@ class Poller:
             self._ingest.overlap_seconds = config.discovery.overlap_seconds
             self._forget_unconfigured()
             self._note_shard_assignment()
+            self._state.show_all(shown_in_full(config))
         self.publish_view()
 
     def request_stop(self) -> None:
@@ -170,10 +173,27 @@ class Poller:
         self._event_pool.close()
 
     def _forget_unconfigured(self) -> None:
-        known = self._state.image_set_keys()
-        wanted = wanted_keys(self._config, known)
-        ids = {ds.datastore_id for ds in self._config.datastores}
-        self._state.forget([k for k in known if k not in wanted], ids)
+        config = self._config
+        ids = {ds.datastore_id for ds in config.datastores}
+        # A whole data store in one shard keeps every key: no need to walk a million of them.
+        whole = {ds.datastore_id for ds in config.datastores if ds.discovers_all}
+        if config.total_shards > 1:
+            whole = set()
+        for ds_id in sorted(self._state.datastore_ids() - whole):
+            page: list[ImageSetKey] = []
+            for key in self._state.image_set_keys(ds_id):
+                page.append(key)
+                if len(page) >= FORGET_PAGE:
+                    self._forget_page(config, page, ids)
+                    page = []
+            self._forget_page(config, page, ids)
+        self._state.forget([], ids)  # data stores no longer configured: their own counters
+
+    def _forget_page(self, config: Config, page: list[ImageSetKey], ids: set[str]) -> None:
+        wanted = wanted_keys(config, page)
+        unwanted = [k for k in page if k not in wanted]
+        if unwanted:
+            self._state.forget(unwanted, ids)
 
     def _note_shard_assignment(self) -> None:
         """Record, per data store, a change of this process's shard assignment (reshards)."""
@@ -505,20 +525,34 @@ class Poller:
         return counted
 
     def view(self) -> FleetView:
-        """Build an immutable view of the current state for rendering."""
+        """Build an immutable view of the current state for rendering.
+
+        It takes the state's changes since the last view: build one only to render it.
+        """
         config = self._config
         with self._state.lock:
-            image_sets, counters = self._state.copies()
+            facts, counters, own = self._state.copies()
+            totals = self._state.totals()
+            in_progress = self._state.in_progress()
+            codes = self._state.failure_codes()
+            changed = self._state.take_changes()
+            generation = self._state.generation
             datastores = {
                 ds.datastore_id: self._datastore_view(ds, self._state.record(ds.datastore_id))
                 for ds in config.datastores
             }
         imports = self._imports.views(config) if self._imports is not None else None
         return FleetView(
-            image_sets,
+            facts,
             counters,
             MappingProxyType(datastores),
             imports if imports is not None else MappingProxyType({}),
+            totals=totals,
+            changed=changed,
+            own_counters=own,
+            in_progress=in_progress,
+            failure_codes=codes,
+            generation=generation,
         )
 
     def _datastore_view(self, ds: DatastoreSettings, record: DatastoreRecord) -> DatastoreView:
@@ -537,5 +571,5 @@ class Poller:
         )
 
     def publish_view(self) -> None:
-        """Hand the current view to whoever renders it."""
-        self._publish(self.view())
+        """Have the current view rendered (built by the renderer, under its lock: in order)."""
+        self._publish(self.view)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from prometheus_client import CollectorRegistry
 
@@ -15,15 +16,23 @@ from exporter.budget import RateBudget
 from exporter.config import Config, ConfigError
 from exporter.events import EventConsumer
 from exporter.imports.watcher import ImportJobs
-from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
-from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition, ExpositionCache, render
+from exporter.metrics.collectors import DatastoreCollector, EventCollector
+from exporter.metrics.exposition import (
+    PROMETHEUS_DEFAULT,
+    Exposition,
+    ExpositionCache,
+    Restored,
+    render,
+)
 from exporter.metrics.imports import ImportJobCollector
+from exporter.metrics.kept import KeptImageSetLines
 from exporter.metrics.own import EventMetrics, ExporterMetrics, process_registry
 from exporter.metrics.view import FleetView
 from exporter.outcomes import Outcome
+from exporter.plan import shown_in_full
 from exporter.poller import CycleResult, Poller
 from exporter.state import FleetState
-from exporter.store import SnapshotStore
+from exporter.store import SnapshotStore, StoredBody, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,9 @@ def budget_for(config: Config, stopping: threading.Event | None = None) -> RateB
     return RateBudget(rates, sleep=sleep)
 
 
-def load_state(store: SnapshotStore, clock: Callable[[], float] = time.time) -> FleetState:
+def load_state(
+    store: SnapshotStore, clock: Callable[[], float] = time.time, full: Collection[str] = ()
+) -> FleetState:
     """Load the fleet state with the cyclic garbage collector paused, then freeze what it holds.
 
     The load allocates millions of objects and frees none, so the collections it triggers find
@@ -56,7 +67,7 @@ def load_state(store: SnapshotStore, clock: Callable[[], float] = time.time) -> 
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return FleetState(store, clock)
+        return FleetState(store, clock, full)
     finally:
         gc.freeze()
         if enabled:
@@ -110,15 +121,15 @@ class ExporterService:
         self.process_registry = process_registry()
         self.cache = ExpositionCache()
         self._render_lock = threading.Lock()
+        self._kept = KeptImageSetLines()  # the per-image-set lines, kept between publishes
         self._collectors = (
-            ImageSetCollector(),
             EventCollector(),
             DatastoreCollector(),
             ImportJobCollector(),
         )
         self.store = store if store is not None else SnapshotStore(config.state.path)
         try:
-            self.state = load_state(self.store, clock)
+            self.state = load_state(self.store, clock, shown_in_full(config))
             self.imports = ImportJobs(self.store, clock)
         except BaseException:
             self.store.close()
@@ -140,8 +151,9 @@ class ExporterService:
         self.events: EventConsumer | None = None
         self._configure_events(config)
         # Published unbuilt: the first poll, which the daemon starts at once, builds it (or the
-        # first scrape, if it comes first), so start-up formats the fleet once, not twice.
-        self._publish(self.poller.view(), prepare=False)
+        # first scrape, if it comes first), so start-up formats the fleet once, not twice. Until
+        # then, what the last process saved at its stop is served, if the state is unchanged.
+        self._publish(self.poller.view, prepare=False, restored=self._restored())
 
     def _configure_events(self, config: Config) -> None:
         """Build (or drop) the event consumer for `config.events`; metrics stay registered."""
@@ -195,8 +207,48 @@ class ExporterService:
         self.metrics.total_shards.set(config.total_shards)
         self.metrics.set_budget(self._budget.configured())
 
-    def _publish(self, view: FleetView, prepare: bool = True) -> None:
+    def _restored(self) -> dict[bool, Restored]:
+        """Return the formats a stopped process saved for this state, to serve until built."""
+        restored: dict[bool, Restored] = {}
+        try:
+            for openmetrics in (True, False):
+                body = self.store.saved_exposition(openmetrics)
+                if body is not None:
+                    read = functools.partial(self.store.read_exposition, openmetrics)
+                    restored[openmetrics] = Restored(body, read)
+        except StoreError as exc:
+            log.warning("not serving the saved exposition: %s", exc)
+            return {}
+        return restored
+
+    def _save_exposition(self) -> None:
+        """Keep the built formats for the next start, if they show the state as it is now.
+
+        At a stop only: the next start serves them at once (a million image sets take seconds
+        to format), and only while the state file has not changed since (its generation).
+        """
+        current = self.cache.current()
+        if current is None or current.generation != self.store.generation:
+            return
+        try:
+            for openmetrics in current.built():
+                fleet = current.fleet(openmetrics)
+                if fleet is not None:
+                    body = StoredBody(fleet.length, fleet.crc, fleet.size, current.generation)
+                    self.store.save_exposition(openmetrics, body, fleet.parts)
+        except StoreError as exc:
+            log.warning("the exposition was not saved for the next start: %s", exc)
+
+    def _publish(
+        self,
+        view_of: Callable[[], FleetView],
+        prepare: bool = True,
+        restored: Mapping[bool, Restored] | None = None,
+    ) -> None:
         with self._render_lock:
+            # Built under the render lock: views carry the changes since the last one, so they
+            # are rendered in the order they were taken.
+            view = view_of()
             self.metrics.set_budget(self._budget.rates())
             # The state layer reports its write health; the gauges are set here.
             self.metrics.state_writable.set(1 if self.state.writable else 0)
@@ -205,7 +257,8 @@ class ExporterService:
                 self.metrics.state_write_errors.inc(failures - self._write_failures_counted)
                 self._write_failures_counted = failures
             live = None if self.config.web.disable_exporter_metrics else self.process_registry
-            exposition = render(self.registry, view, self._collectors, live)
+            self._kept.note(view)
+            exposition = render(self.registry, view, self._collectors, live, self._kept, restored)
             previous = self.cache.current()
             wanted = (previous.wanted() if previous else frozenset()) or PROMETHEUS_DEFAULT
             if prepare:
@@ -250,7 +303,7 @@ class ExporterService:
             new = self._load_config()
         except ConfigError as exc:
             self.metrics.reload_successful.set(0)
-            self._publish(self.poller.view())
+            self._publish(self.poller.view)
             log.error("config reload failed, keeping the running config: %s", exc)
             return str(exc)
         for what, old_value, new_value in (
@@ -278,4 +331,6 @@ class ExporterService:
         """Join the listing threads (in-flight calls end first), then close the snapshot store."""
         self._stopping.set()
         self.poller.close()
+        with self._render_lock:
+            self._save_exposition()
         self.store.close()

@@ -9,11 +9,29 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.model import TIMESTAMP_FAMILIES, CounterKey, ImageSetKey, ImageSetSnapshot, Version
+from exporter.facts import (
+    DatastoreTotals,
+    ImageSetFacts,
+    LatestVersion,
+    TotalsKey,
+    contribution,
+    facts_of,
+    totals_delta,
+    totals_from,
+)
+from exporter.model import (
+    TIMESTAMP_FAMILIES,
+    CounterKey,
+    ImageSetKey,
+    ImageSetSnapshot,
+    OwnCounters,
+    Version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +61,24 @@ class DatastoreRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredState:
-    """Everything the store holds, loaded at start-up."""
+class StoredBody:
+    """A rendered body kept in the file: its compressed length, CRC-32, size and generation."""
 
-    image_sets: dict[ImageSetKey, ImageSetSnapshot]
-    counters: dict[CounterKey, float]
+    length: int
+    crc: int
+    size: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What start-up loads: exported facts, counters, bookkeeping and totals; no version lists."""
+
+    facts: dict[ImageSetKey, ImageSetFacts]
+    counters: dict[CounterKey, float]  # data stores' own (no image set)
     datastores: dict[str, DatastoreRecord]
+    totals: dict[str, DatastoreTotals]
+    own: dict[ImageSetKey, OwnCounters]  # image sets' own counters
 
 
 def _encode_version(v: Version) -> list[object]:
@@ -144,6 +174,65 @@ def decode_snapshot(
     )
 
 
+FactsCache = dict[str, ImageSetFacts]
+
+
+def encode_facts(facts: ImageSetFacts) -> str:
+    """Serialise an image set's facts as compact JSON (its `facts` column)."""
+    if facts.deleted:
+        return '{"d":1}'
+    data: dict[str, object] = {"n": facts.versions, "s": facts.by_status}
+    if facts.forced:
+        data["f"] = facts.forced
+    if facts.latest is not None:
+        top = facts.latest
+        data["l"] = [top.version_id, top.image_set_state, top.workflow_status, top.is_primary]
+    if facts.last_failure is not None:
+        data["x"] = facts.last_failure
+    if facts.in_progress:
+        data["p"] = facts.in_progress
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_facts(payload: str, cache: FactsCache | None = None) -> ImageSetFacts:
+    """Rebuild facts from their JSON; equal payloads share one object through `cache`."""
+    if cache is not None:
+        known = cache.get(payload)
+        if known is not None:
+            return known
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError("facts payload is not an object")
+    if data.get("d"):
+        facts = ImageSetFacts(deleted=True)
+    else:
+        top = data.get("l")
+        failure = data.get("x")
+        facts = ImageSetFacts(
+            versions=int(data["n"]),
+            by_status=tuple((sys.intern(str(s)), int(n)) for s, n in data["s"]),
+            forced=int(data.get("f", 0)),
+            latest=None
+            if top is None
+            else LatestVersion(
+                int(top[0]),
+                sys.intern(str(top[1])),
+                sys.intern(str(top[2])),
+                None if top[3] is None else bool(top[3]),
+            ),
+            last_failure=None
+            if failure is None
+            else (
+                sys.intern(str(failure[0])),
+                None if failure[1] is None else sys.intern(str(failure[1])),
+            ),
+            in_progress=tuple((sys.intern(str(s)), float(t)) for s, t in data.get("p", ())),
+        )
+    if cache is not None:
+        cache[payload] = facts
+    return facts
+
+
 # Each entry migrates from the schema version equal to its index to the next one.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -221,7 +310,35 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (datastore_id, name, label)
     ) WITHOUT ROWID;
     """,
+    # Issue 16: memory holds what is exported, not every version list. Each snapshot carries its
+    # exported facts, with a flag (and a partial index) for those `failures_only` shows, and
+    # each data store its aggregates, so start-up reads neither the version lists nor every row.
+    # The facts of rows written before are derived once, after this migration (`_fill_facts`).
+    """
+    ALTER TABLE image_sets ADD COLUMN facts TEXT;
+    ALTER TABLE image_sets ADD COLUMN notable INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX image_sets_notable ON image_sets (datastore_id, image_set_id) WHERE notable = 1;
+    CREATE TABLE datastore_totals (
+        datastore_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        label TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (datastore_id, name, label)
+    ) WITHOUT ROWID;
+    CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
+    INSERT INTO generation (id, value) VALUES (0, 0);
+    CREATE TABLE exposition (
+        openmetrics INTEGER PRIMARY KEY,
+        body BLOB NOT NULL,
+        crc INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    );
+    """,
 )
+FACTS_SCHEMA = 5  # the first schema with facts and totals
+KEY_PAGE = 10_000  # keys read per query when walking a data store's keys
+VERSION_CACHE_LIMIT = 100_000  # distinct version rows shared between reads before starting over
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -230,7 +347,9 @@ class SnapshotStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.Lock()  # one writer; readers only at start-up
+        self._lock = threading.Lock()  # one user of the connection at a time
+        self._bumped = False  # the open transaction changed what is exported
+        self._versions: VersionCache = {}  # shared by reads: equal versions, one object
         try:
             if path != MEMORY:
                 directory = os.path.dirname(os.path.abspath(path))
@@ -248,6 +367,7 @@ class SnapshotStore:
             # and the counters it moved are always lost or kept together, so nothing double-counts.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self._generation = int(self._db.execute("SELECT value FROM generation").fetchone()[0])
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {path}: {exc}") from None
 
@@ -265,10 +385,43 @@ class SnapshotStore:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version + 1}")
+        if 0 < current < FACTS_SCHEMA:
+            self._fill_facts()
         if 0 < current < SCHEMA_VERSION:
             log.info("migrated state schema from version %d to %d", current, SCHEMA_VERSION)
         if current == 0:
             log.info("created state file %s (schema version %d)", self.path, SCHEMA_VERSION)
+
+    def _fill_facts(self) -> None:
+        """Derive the facts, flags and totals of rows written before schema 5 (once)."""
+        totals: dict[str, Counter[TotalsKey]] = {}
+        updates: list[tuple[str, int, str, str]] = []
+        cache: VersionCache = {}
+        rows = self._db.execute(
+            "SELECT datastore_id, image_set_id, versions, deleted_at FROM image_sets"
+        ).fetchall()
+        for datastore_id, image_set_id, payload, deleted_at in rows:
+            key = ImageSetKey(datastore_id, image_set_id)
+            try:
+                facts = facts_of(decode_snapshot(key, payload, deleted_at, cache))
+            except (ValueError, KeyError, TypeError):
+                continue  # left without facts: read as unreadable, re-baselined by its next poll
+            totals.setdefault(datastore_id, Counter()).update(contribution(facts))
+            updates.append((encode_facts(facts), int(facts.notable), datastore_id, image_set_id))
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE image_sets SET facts = ?, notable = ? "
+                "WHERE datastore_id = ? AND image_set_id = ?",
+                updates,
+            )
+            self._db.execute("DELETE FROM datastore_totals")
+            self._db.executemany(
+                "INSERT INTO datastore_totals (datastore_id, name, label, value) "
+                "VALUES (?, ?, ?, ?)",
+                [(ds, *k, v) for ds, entries in totals.items() for k, v in entries.items() if v],
+            )
+        if rows:
+            log.info("state: derived the exported facts of %d image sets", len(updates))
 
     def probe_writable(self) -> str | None:
         """Try a write that changes nothing; return why it failed, or None if it succeeded."""
@@ -282,30 +435,52 @@ class SnapshotStore:
         return None
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self._committed)
 
-    def load(self) -> StoredState:
-        """Read every snapshot, counter and data store record."""
-        image_sets: dict[ImageSetKey, ImageSetSnapshot] = {}
-        cache: VersionCache = {}
+    def _committed(self, committed: bool) -> None:
+        """Called as a transaction ends, under the writer lock."""
+        if committed and self._bumped:
+            self._generation += 1
+        self._bumped = False
+
+    def load(self, full: Collection[str] = ()) -> StoredState:
+        """Read what start-up needs: no version list, and facts only of image sets shown.
+
+        Facts are read for image sets `failures_only` shows (the flagged rows, through their
+        partial index) and for every image set of the data stores in `full` (mode `all`).
+        """
+        facts: dict[ImageSetKey, ImageSetFacts] = {}
+        cache: FactsCache = {}
         try:
+            for datastore_id in sorted(full):
+                facts.update(self.datastore_facts(datastore_id, cache))
             rows = self._db.execute(
-                "SELECT datastore_id, image_set_id, versions, deleted_at FROM image_sets"
+                "SELECT datastore_id, image_set_id, facts FROM image_sets WHERE notable = 1"
             )
-            for datastore_id, image_set_id, payload, deleted_at in rows:
-                key = ImageSetKey(datastore_id, image_set_id)
-                try:
-                    image_sets[key] = decode_snapshot(key, payload, deleted_at, cache)
-                except (ValueError, KeyError, TypeError):
-                    # Its next poll rebuilds it as a baseline; better than refusing to start.
-                    log.error("state: unreadable snapshot of image set %s; re-baselining it", key)
-            counters = {
-                CounterKey(family, ds, image_set, status, reason): float(value)
-                for family, ds, image_set, status, reason, value in self._db.execute(
-                    "SELECT family, datastore_id, image_set_id, workflow_status, reason, value "
-                    "FROM counters"
-                )
-            }
+            for datastore_id, image_set_id, payload in rows:
+                if datastore_id not in full:
+                    self._add_facts(facts, datastore_id, image_set_id, payload, cache)
+            # Strings and keys shared with the facts', not one copy per row: a million image
+            # sets have ~300,000 counter series.
+            keys: dict[ImageSetKey, ImageSetKey] = {key: key for key in facts}
+            intern = sys.intern
+            counters: dict[CounterKey, float] = {}
+            own: dict[ImageSetKey, OwnCounters] = {}
+            for family, ds, image_set, status, reason, value in self._db.execute(
+                "SELECT family, datastore_id, image_set_id, workflow_status, reason, value "
+                "FROM counters"
+            ):
+                if not image_set:
+                    counter = CounterKey(
+                        intern(family), intern(ds), "", intern(status), intern(reason)
+                    )
+                    counters[counter] = float(value)
+                    continue
+                key = ImageSetKey(intern(ds), image_set)
+                key = keys.setdefault(key, key)
+                entry = (intern(family), intern(status), float(value))
+                own[key] = (*own.get(key, ()), entry)
+            del keys
             datastores = {
                 row[0]: DatastoreRecord(
                     datastore_id=row[0],
@@ -325,32 +500,143 @@ class SnapshotStore:
                     "resharded_at, watched_until FROM datastores"
                 )
             }
+            entries: dict[str, dict[TotalsKey, int]] = {}
+            for datastore_id, name, label, value in self._db.execute(
+                "SELECT datastore_id, name, label, value FROM datastore_totals"
+            ):
+                entries.setdefault(datastore_id, {})[(name, label)] = int(value)
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
-        return StoredState(image_sets, counters, datastores)
+        totals = {ds: totals_from(each) for ds, each in entries.items()}
+        own = {key: tuple(sorted(entries)) for key, entries in own.items()}
+        return StoredState(facts, counters, datastores, totals, own)
+
+    def _add_facts(
+        self,
+        facts: dict[ImageSetKey, ImageSetFacts],
+        datastore_id: str,
+        image_set_id: str,
+        payload: object,
+        cache: FactsCache,
+    ) -> None:
+        key = ImageSetKey(sys.intern(datastore_id), image_set_id)
+        try:
+            facts[key] = decode_facts(str(payload), cache)
+        except (ValueError, KeyError, TypeError, IndexError):
+            # Shown again once its next poll rewrites it; better than refusing to start.
+            log.error("state: unreadable facts of image set %s/%s", datastore_id, image_set_id)
+
+    def datastore_facts(
+        self, datastore_id: str, cache: FactsCache | None = None
+    ) -> dict[ImageSetKey, ImageSetFacts]:
+        """Return the facts of every image set of a data store not seen deleted (mode `all`)."""
+        facts: dict[ImageSetKey, ImageSetFacts] = {}
+        cache = {} if cache is None else cache
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT image_set_id, facts FROM image_sets "
+                    "WHERE datastore_id = ? AND deleted_at IS NULL",
+                    (datastore_id,),
+                ).fetchall()
+            for image_set_id, payload in rows:
+                self._add_facts(facts, datastore_id, image_set_id, payload, cache)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        return facts
+
+    def read(self, key: ImageSetKey) -> ImageSetSnapshot | None:
+        """Return an image set's snapshot, read from the file; None if it has none (or unreadable).
+
+        An unreadable snapshot is logged and read as none: its next poll re-baselines it.
+        """
+        try:
+            with self._lock:  # one connection: reads never interleave with a write's transaction
+                row = self._db.execute(
+                    "SELECT versions, deleted_at FROM image_sets "
+                    "WHERE datastore_id = ? AND image_set_id = ?",
+                    key,
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        if row is None:
+            return None
+        if len(self._versions) > VERSION_CACHE_LIMIT:
+            self._versions = {}
+        try:
+            return decode_snapshot(key, row[0], row[1], self._versions)
+        except (ValueError, KeyError, TypeError):
+            log.error("state: unreadable snapshot of image set %s/%s; re-baselining it", *key)
+            return None
+
+    def keys_after(self, datastore_id: str, after: str, limit: int) -> list[ImageSetKey]:
+        """Return up to `limit` of a data store's keys after `after`, in id order."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT image_set_id FROM image_sets "
+                    "WHERE datastore_id = ? AND image_set_id > ? ORDER BY image_set_id LIMIT ?",
+                    (datastore_id, after, limit),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        return [ImageSetKey(datastore_id, row[0]) for row in rows]
+
+    def keys(self, datastore_id: str) -> Iterator[ImageSetKey]:
+        """Yield every key of a data store with a snapshot, in id order, a page at a time."""
+        after = ""
+        while True:
+            page = self.keys_after(datastore_id, after, KEY_PAGE)
+            yield from page
+            if len(page) < KEY_PAGE:
+                return
+            after = page[-1].image_set_id
+
+    def datastore_ids(self) -> list[str]:
+        """Return the data stores that have snapshots (their totals say so)."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT DISTINCT datastore_id FROM datastore_totals WHERE name = 'rows'"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        return [row[0] for row in rows]
 
     def apply(
         self,
         snapshot: ImageSetSnapshot,
+        facts: ImageSetFacts,
         increments: Mapping[CounterKey, float],
         drop_counters: bool = False,
-    ) -> None:
-        """Write an image set's new snapshot, add its counter increments, set its timestamps."""
+    ) -> ImageSetFacts | None:
+        """Write an image set's snapshot, facts, totals and counters; return its previous facts.
+
+        One transaction: the snapshot and facts, its data store's totals moved by the difference,
+        its counter increments added and its event timestamps set.
+        """
         key = snapshot.key
         stamps = TIMESTAMP_FAMILIES
         try:
             with self._transaction():
+                previous = self._facts(key)
                 self._db.execute(
-                    "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (datastore_id, image_set_id) DO UPDATE SET "
-                    "versions = excluded.versions, deleted_at = excluded.deleted_at",
+                    "INSERT INTO image_sets (datastore_id, image_set_id, versions, deleted_at, "
+                    "facts, notable) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (datastore_id, image_set_id) DO UPDATE SET "
+                    "versions = excluded.versions, deleted_at = excluded.deleted_at, "
+                    "facts = excluded.facts, notable = excluded.notable",
                     (
                         key.datastore_id,
                         key.image_set_id,
                         encode_snapshot(snapshot),
                         snapshot.deleted_at,
+                        encode_facts(facts),
+                        int(facts.notable),
                     ),
                 )
+                self._move_totals(key.datastore_id, totals_delta(previous, facts))
+                self._bump()
                 if drop_counters:
                     self._db.execute(
                         "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?",
@@ -373,20 +659,62 @@ class SnapshotStore:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+        return previous
 
-    def forget(self, keys: Iterable[ImageSetKey]) -> None:
-        """Remove image sets (and their per-image-set counters) no longer configured."""
-        pairs = [tuple(k) for k in keys]
+    def _facts(self, key: ImageSetKey) -> ImageSetFacts | None:
+        """Return an image set's stored facts (inside a transaction); None if it has no row."""
+        row = self._db.execute(
+            "SELECT facts, versions, deleted_at FROM image_sets "
+            "WHERE datastore_id = ? AND image_set_id = ?",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return decode_facts(str(row[0])) if row[0] is not None else None
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass
+        try:  # unreadable facts: derive them again from the version lists
+            return facts_of(decode_snapshot(key, row[1], row[2]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _move_totals(self, datastore_id: str, delta: Mapping[TotalsKey, int]) -> None:
+        if not delta:
+            return
+        self._db.executemany(
+            "INSERT INTO datastore_totals (datastore_id, name, label, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (datastore_id, name, label) DO UPDATE SET value = value + excluded.value",
+            [(datastore_id, name, label, amount) for (name, label), amount in delta.items()],
+        )
+        self._db.execute(
+            "DELETE FROM datastore_totals WHERE datastore_id = ? AND value = 0", (datastore_id,)
+        )
+
+    def forget(self, keys: Iterable[ImageSetKey]) -> dict[str, dict[TotalsKey, int]]:
+        """Remove image sets (and their per-image-set counters) no longer configured.
+
+        Return, per data store, how its totals moved.
+        """
+        moved: dict[str, Counter[TotalsKey]] = {}
         try:
             with self._transaction():
-                self._db.executemany(
-                    "DELETE FROM image_sets WHERE datastore_id = ? AND image_set_id = ?", pairs
-                )
-                self._db.executemany(
-                    "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?", pairs
-                )
+                self._bump()
+                for key in keys:
+                    previous = self._facts(key)
+                    if previous is not None:
+                        delta = totals_delta(previous, None)
+                        self._move_totals(key.datastore_id, delta)
+                        moved.setdefault(key.datastore_id, Counter()).update(delta)
+                    self._db.execute(
+                        "DELETE FROM image_sets WHERE datastore_id = ? AND image_set_id = ?", key
+                    )
+                    self._db.execute(
+                        "DELETE FROM counters WHERE datastore_id = ? AND image_set_id = ?", key
+                    )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+        return {ds: dict(delta) for ds, delta in moved.items()}
 
     def save_datastore(self, record: DatastoreRecord) -> None:
         """Write a data store's bookkeeping."""
@@ -420,6 +748,7 @@ class SnapshotStore:
         """
         try:
             with self._transaction():
+                self._bump()
                 for statement, rows in batches:
                     self._db.executemany(statement, rows)
         except sqlite3.Error as exc:
@@ -431,6 +760,71 @@ class SnapshotStore:
             return list(self._db.execute(statement))
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+
+    def _bump(self) -> None:
+        """Count a change of what is exported (inside its transaction): see `generation`."""
+        self._db.execute("UPDATE generation SET value = value + 1")
+        self._bumped = True  # counted in memory once the transaction commits
+
+    @property
+    def generation(self) -> int:
+        """Return how many changes of exported state this file has committed.
+
+        Snapshots, counters and import jobs: an exposition saved at a generation shows this
+        file's state only while it is still the file's generation.
+        """
+        return self._generation
+
+    def save_exposition(self, openmetrics: bool, body: StoredBody, pieces: Iterable[bytes]) -> None:
+        """Keep a rendered body (`pieces`, `body.length` bytes in all) for the next start."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO exposition (openmetrics, body, crc, size, generation) "
+                    "VALUES (?, zeroblob(?), ?, ?, ?)",
+                    (int(openmetrics), body.length, body.crc, body.size, body.generation),
+                )
+                # Written piece by piece into the blob: no copy of a body of tens of megabytes.
+                with self._db.blobopen("exposition", "body", int(openmetrics)) as blob:
+                    for piece in pieces:
+                        blob.write(piece)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
+
+    def saved_exposition(self, openmetrics: bool) -> StoredBody | None:
+        """Return a body saved at this file's current generation; None if none or stale."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT length(body), crc, size, generation FROM exposition "
+                    "WHERE openmetrics = ?",
+                    (int(openmetrics),),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+        if row is None or row[3] != self._generation:
+            return None
+        return StoredBody(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    def read_exposition(self, openmetrics: bool, piece: int = 1 << 20) -> Iterator[bytes]:
+        """Yield a saved body in pieces, read as they are sent."""
+        offset = 0
+        while True:
+            try:
+                with (
+                    self._lock,
+                    self._db.blobopen(
+                        "exposition", "body", int(openmetrics), readonly=True
+                    ) as blob,
+                ):
+                    blob.seek(offset)
+                    data = blob.read(piece)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
+            if not data:
+                return
+            offset += len(data)
+            yield data
 
     def check_integrity(self) -> str:
         """Run SQLite's integrity check; return 'ok' or the first problem."""
@@ -445,9 +839,12 @@ class SnapshotStore:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error, under the writer lock."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.Lock, ended: Callable[[bool], None]
+    ) -> None:
         self._db = db
         self._lock = lock
+        self._ended = ended
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -464,9 +861,12 @@ class _Transaction:
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._rollback()  # a failed COMMIT must not leave the transaction open
+                    self._ended(False)
                     raise
+                self._ended(True)
             else:
                 self._rollback()
+                self._ended(False)
         finally:
             self._lock.release()
 

@@ -7,14 +7,66 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
-from exporter.model import CounterKey, ImageSetSnapshot
+from exporter.facts import ImageSetFacts, facts_of, totals_of
+from exporter.metrics.view import DatastoreView, FleetView
+from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, OwnCounters, with_own_counter
 from exporter.service import ExporterService
-from exporter.store import SnapshotStore, StoreError
+from exporter.store import SnapshotStore, StoredState, StoreError
 
 # The demo dataset's data store and the image set of the CLI reference's worked example.
 DEMO_DATASTORE = "12345678901234567890123456789012"
 DEMO_IMAGE_SET = "ea92b0d8838c72a3f25d00d13616f87e"
+
+
+def fleet_view(
+    snapshots: Mapping[ImageSetKey, ImageSetSnapshot],
+    counters: Mapping[CounterKey, float],
+    datastores: Mapping[str, DatastoreView],
+) -> FleetView:
+    """Return the view a poll would publish for these snapshots (facts and totals derived)."""
+    facts = {key: facts_of(snapshot) for key, snapshot in snapshots.items()}
+    totals = {
+        ds: totals_of(f for key, f in facts.items() if key.datastore_id == ds)
+        for ds in {key.datastore_id for key in facts}
+    }
+    own: dict[ImageSetKey, OwnCounters] = {}
+    for counter, value in sorted(counters.items()):
+        if counter.image_set_id:
+            key = ImageSetKey(counter.datastore_id, counter.image_set_id)
+            own[key] = with_own_counter(
+                own.get(key, ()), counter.family, counter.workflow_status, value
+            )
+    return FleetView(
+        MappingProxyType(facts),
+        MappingProxyType({k: v for k, v in counters.items() if not k.image_set_id}),
+        MappingProxyType(dict(datastores)),
+        totals=MappingProxyType(totals),
+        own_counters=MappingProxyType(own),
+        in_progress=MappingProxyType(
+            {k: f.in_progress for k, f in facts.items() if f.in_progress and not f.deleted}
+        ),
+        failure_codes=MappingProxyType(
+            {
+                ds: frozenset(
+                    f.last_failure[1]
+                    for k, f in facts.items()
+                    if k.datastore_id == ds and f.last_failure and not f.deleted
+                )
+                for ds in {k.datastore_id for k in facts}
+            }
+        ),
+    )
+
+
+def flat_counters(stored: StoredState) -> dict[CounterKey, float]:
+    """Return every counter a loaded state holds, data stores' and image sets' own, by key."""
+    flat = dict(stored.counters)
+    for key, own in stored.own.items():
+        for family, status, value in own:
+            flat[CounterKey(family, *key, status)] = value
+    return flat
 
 
 def free_port() -> int:
@@ -88,10 +140,11 @@ class FullDisk(SnapshotStore):
     def apply(
         self,
         snapshot: ImageSetSnapshot,
+        facts: ImageSetFacts,
         increments: Mapping[CounterKey, float],
         drop_counters: bool = False,
-    ) -> None:
+    ) -> ImageSetFacts | None:
         """Write, unless the disk is `full`."""
         if self.full:
             raise StoreError("state.path test: cannot write: database or disk is full")
-        super().apply(snapshot, increments, drop_counters)
+        return super().apply(snapshot, facts, increments, drop_counters)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Protocol
 
-from exporter.metrics.families import Family, escape_label_value, label_pairs
+from exporter.facts import DatastoreTotals, ImageSetFacts
+from exporter.metrics.families import Family, escape_label_value, format_value, label_pairs
 from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     DATASTORE_STATUSES,
@@ -20,10 +21,11 @@ from exporter.model import (
     LAST_FORCED,
     NEW_VERSIONS,
     CounterKey,
-    ImageSetSnapshot,
-    Version,
+    ImageSetKey,
 )
 from exporter.reasons import known_reasons, label_reasons, shown_reason
+
+NO_TOTALS = DatastoreTotals()
 
 
 class FleetCollector(Protocol):
@@ -37,173 +39,226 @@ def _bool_label(value: bool | None) -> str:
     return "unknown" if value is None else ("true" if value else "false")
 
 
-def _shows_image_set(snapshot: ImageSetSnapshot, datastore: DatastoreView | None) -> bool:
-    if snapshot.is_deleted:
-        return False
+def shows_image_set(facts: ImageSetFacts, datastore: DatastoreView | None) -> bool:
+    """Tell whether an image set's own families show it under its data store's mode."""
     mode = _mode(datastore)
-    if mode == "all":
-        return True
-    if mode == "none":
+    if facts.deleted or mode == "none":
         return False
-    return any(v.forced or v.workflow_status in FAILURE_STATUSES for v in snapshot.versions)
+    return mode == "all" or facts.failing
 
 
 def _mode(datastore: DatastoreView | None) -> str:
     return datastore.per_image_set if datastore is not None else "all"
 
 
-def _last_failure(snapshot: ImageSetSnapshot) -> Version | None:
-    return max(
-        (v for v in snapshot.versions if v.workflow_status in FAILURE_STATUSES),
-        key=lambda v: v.version_id,
-        default=None,
-    )
-
-
-def _oldest_in_progress(snapshot: ImageSetSnapshot) -> dict[str, float]:
-    """Return, per in-progress status with a known start, the oldest start."""
-    oldest: dict[str, float] = {}
-    if snapshot.is_deleted:
-        return oldest
-    for v in snapshot.versions:
-        if v.started_at is not None:
-            known = oldest.get(v.workflow_status)
-            oldest[v.workflow_status] = v.started_at if known is None else min(known, v.started_at)
-    return oldest
-
-
-def _info_reasons(view: FleetView) -> dict[str, frozenset[str]]:
+def info_reasons(view: FleetView) -> dict[str, frozenset[str]]:
     """Per data store, the reasons a last-failure info series may carry (bounded as counted)."""
     counter_keys: list[CounterKey] = [k for k in view.counters if k.family == FAILURES]
-    candidates: dict[str, set[str | None]] = {ds: set() for ds in view.datastores}
-    for key, snapshot in view.image_sets.items():
-        if key.datastore_id in candidates and not snapshot.is_deleted:
-            last = _last_failure(snapshot)
-            if last is not None:
-                candidates[key.datastore_id].add(last.reason)
     return {
-        ds: label_reasons(known_reasons(counter_keys, ds), codes)
-        for ds, codes in candidates.items()
+        ds: label_reasons(known_reasons(counter_keys, ds), view.failure_codes.get(ds, ()))
+        for ds in view.datastores
     }
 
 
-class ImageSetCollector:
-    """Per-image-set gauges, limited by each data store's `per_image_set` mode."""
-
-    def collect(self, view: FleetView) -> Iterator[Family]:
-        """Yield the image set families."""
-        versions = Family(
+def image_set_families() -> tuple[Family, ...]:
+    """Return the per-image-set families, empty, in exposition order (`image_set_lines`)."""
+    return (
+        Family(
             "healthimaging_image_set_versions",
             "gauge",
             "Versions in the image set's version list.",
-        )
-        by_status = Family(
+        ),
+        Family(
             "healthimaging_image_set_versions_by_workflow_status",
             "gauge",
             "Versions in the image set's version list, by workflow status.",
-        )
-        forced = Family(
+        ),
+        Family(
             "healthimaging_image_set_forced_versions",
             "gauge",
             "Versions created with a forced override of the Patient/Study/Series checks.",
-        )
-        latest = Family(
+        ),
+        Family(
             "healthimaging_image_set_latest_version",
             "gauge",
             "The image set's highest version id.",
-        )
-        info = Family(
+        ),
+        Family(
             "healthimaging_image_set_info",
             "gauge",
             "The latest version's state, workflow status and primary flag (always 1).",
-        )
-        # Label prefixes built once; each family's lines are generated while they are encoded,
-        # so a hundred thousand image sets never hold their lines in memory at once.
-        shown = [
-            (
-                f'datastore_id="{escape_label_value(key.datastore_id)}",'
-                f'image_set_id="{escape_label_value(key.image_set_id)}"',
-                snapshot,
-            )
-            for key, snapshot in sorted(view.image_sets.items())
-            if _shows_image_set(snapshot, view.datastores.get(key.datastore_id))
-        ]
-        versions.lines = (versions.sample(labels, len(s.versions)) for labels, s in shown)
-        yield versions
-        by_status.lines = (
-            by_status.sample(f'{labels},workflow_status="{escape_label_value(status)}"', count)
-            for labels, s in shown
-            for status, count in sorted(Counter(v.workflow_status for v in s.versions).items())
-        )
-        yield by_status
-        forced.lines = (
-            forced.sample(labels, sum(1 for v in s.versions if v.forced)) for labels, s in shown
-        )
-        yield forced
-        tops = [(labels, s.latest) for labels, s in shown]
-        latest.lines = (latest.sample(labels, top.version_id) for labels, top in tops if top)
-        yield latest
-        info.lines = (
-            info.sample(
-                labels
-                + ","
-                + label_pairs(
-                    image_set_state=top.image_set_state,
-                    workflow_status=top.workflow_status,
-                    is_primary=_bool_label(top.is_primary),
-                ),
-                1,
-            )
-            for labels, top in tops
-            if top
-        )
-        yield info
-        last_failure = Family(
+        ),
+        Family(
             "healthimaging_image_set_last_failure_info",
             "gauge",
             "The image set's latest version in a failed status, with its bounded reason "
             "(the message's leading code, or other); always 1.",
-        )
-        reasons = _info_reasons(view)
-        failures = ((labels, s.key.datastore_id, _last_failure(s)) for labels, s in shown)
-        last_failure.lines = (
-            last_failure.sample(
-                labels
-                + ","
-                + label_pairs(
-                    workflow_status=top.workflow_status,
-                    reason=shown_reason(top.reason, reasons.get(ds_id, frozenset())),
-                ),
-                1,
-            )
-            for labels, ds_id, top in failures
-            if top
-        )
-        yield last_failure
-        in_progress = Family(
+        ),
+        # Shown in failures_only too: a stuck copy is a failure in waiting, and few versions are
+        # in progress at any time.
+        Family(
             "healthimaging_image_set_in_progress_since_timestamp_seconds",
             "gauge",
             "Unix time the image set's oldest version in an in-progress workflow status entered "
             "it (updatedAt, else createdAt).",
+        ),
+        Family(
+            "healthimaging_failed_versions",
+            "counter",
+            "Versions seen entering COPY_FAILED, UPDATE_FAILED or IMPORT_FAILED.",
+        ),
+        Family(
+            "healthimaging_forced_versions",
+            "counter",
+            "New versions created with a forced override of the Patient/Study/Series checks.",
+        ),
+        Family(
+            "healthimaging_image_set_last_failure_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a version entering this failed status.",
+        ),
+        Family(
+            "healthimaging_image_set_last_forced_version_timestamp_seconds",
+            "gauge",
+            "Unix time at which the exporter last counted a new version with a forced override.",
+        ),
+    )
+
+
+IMAGE_SET_FAMILIES = image_set_families()
+# The statuses a failed version is counted under (diff.py counts only these).
+_COUNTED_STATUSES = tuple(sorted(FAILURE_STATUSES))
+
+
+def image_set_keys(view: FleetView) -> list[ImageSetKey]:
+    """Return the image sets that may have lines: those with facts or counters of their own.
+
+    In the state's order (loaded in key order), so that sorting them costs little.
+    """
+    facts = view.image_sets
+    return [*facts, *(key for key in view.own_counters if key not in facts)]
+
+
+def has_lines(view: FleetView, key: ImageSetKey) -> bool:
+    """Tell whether `image_set_lines` gives an image set any line (without formatting them)."""
+    facts = view.image_sets.get(key)
+    datastore = view.datastores.get(key.datastore_id)
+    if facts is not None and not facts.deleted:
+        if shows_image_set(facts, datastore):
+            return True
+        if facts.in_progress and _mode(datastore) != "none":
+            return True
+    return key in view.own_counters
+
+
+def _prefixes() -> tuple[str, ...]:
+    return tuple(f"{family.sample_name}{{" for family in IMAGE_SET_FAMILIES)
+
+
+(
+    _VERSIONS,
+    _BY_STATUS,
+    _FORCED,
+    _LATEST,
+    _INFO,
+    _LAST_FAILURE,
+    _IN_PROGRESS,
+    _FAILED_TOTAL,
+    _FORCED_TOTAL,
+    _FAILURE_STAMP,
+    _FORCED_STAMP,
+) = _prefixes()
+
+
+def _count(value: int) -> str:
+    """Format a count as format_value does (repr of a float), without the float for most."""
+    return f"{value}.0" if -(10**15) < value < 10**15 else format_value(value)
+
+
+@lru_cache(maxsize=4096)
+def _status_label(status: str) -> str:
+    return f',workflow_status="{escape_label_value(status)}"}} '
+
+
+@lru_cache(maxsize=4096)
+def _info_label(state: str, status: str, primary: bool | None) -> str:
+    pairs = label_pairs(
+        image_set_state=state, workflow_status=status, is_primary=_bool_label(primary)
+    )
+    return f",{pairs}}} 1.0\n"
+
+
+def image_set_lines(
+    view: FleetView, key: ImageSetKey, reasons: Mapping[str, frozenset[str]]
+) -> tuple[str, ...] | None:
+    """Return an image set's lines, one text per family of IMAGE_SET_FAMILIES; None: no lines.
+
+    Formatted straight into strings (this runs for every image set a publish formats again).
+    """
+    ds_id, image_set_id = key
+    labels = (
+        f'datastore_id="{escape_label_value(ds_id)}",'
+        f'image_set_id="{escape_label_value(image_set_id)}"'
+    )
+    texts = [""] * len(IMAGE_SET_FAMILIES)
+    facts = view.image_sets.get(key)
+    datastore = view.datastores.get(ds_id)
+    if facts is not None and shows_image_set(facts, datastore):
+        texts[0] = f"{_VERSIONS}{labels}}} {_count(facts.versions)}\n"
+        texts[1] = "".join(
+            f"{_BY_STATUS}{labels}{_status_label(status)}{_count(n)}\n"
+            for status, n in facts.by_status
         )
-        # Shown in failures_only too: a stuck copy is a failure in waiting, and few versions are
-        # in progress at any time.
-        in_progress.lines = (
-            in_progress.sample(
-                f'datastore_id="{escape_label_value(key.datastore_id)}",'
-                f'image_set_id="{escape_label_value(key.image_set_id)}",'
-                f'workflow_status="{escape_label_value(status)}"',
-                started,
+        texts[2] = f"{_FORCED}{labels}}} {_count(facts.forced)}\n"
+        top = facts.latest
+        if top is not None:
+            texts[3] = f"{_LATEST}{labels}}} {_count(top.version_id)}\n"
+            texts[4] = (
+                f"{_INFO}{labels}"
+                f"{_info_label(top.image_set_state, top.workflow_status, top.is_primary)}"
             )
-            for key in sorted(view.image_sets)
-            if _mode(view.datastores.get(key.datastore_id)) != "none"
-            for status, started in sorted(_oldest_in_progress(view.image_sets[key]).items())
+        if facts.last_failure is not None:
+            status, reason = facts.last_failure
+            shown = shown_reason(reason, reasons.get(ds_id, frozenset()))
+            texts[5] = (
+                f"{_LAST_FAILURE}{labels},"
+                f"{label_pairs(workflow_status=status, reason=shown)}}} 1.0\n"
+            )
+    if facts is not None and facts.in_progress and not facts.deleted and _mode(datastore) != "none":
+        texts[6] = "".join(
+            f"{_IN_PROGRESS}{labels}{_status_label(status)}{format_value(at)}\n"
+            for status, at in facts.in_progress
         )
-        yield in_progress
+    for family, status, value in view.own_counters.get(key, ()):
+        if family == FAILED_VERSIONS:
+            texts[7] += f"{_FAILED_TOTAL}{labels}{_status_label(status)}{format_value(value)}\n"
+        elif family == FORCED_VERSIONS:
+            texts[8] += f"{_FORCED_TOTAL}{labels}}} {format_value(value)}\n"
+        elif family == LAST_FAILURE:
+            texts[9] += f"{_FAILURE_STAMP}{labels}{_status_label(status)}{format_value(value)}\n"
+        elif family == LAST_FORCED:
+            texts[10] += f"{_FORCED_STAMP}{labels}}} {format_value(value)}\n"
+    return tuple(texts) if any(texts) else None
+
+
+class ImageSetCollector:
+    """Per-image-set gauges (limited by each data store's `per_image_set` mode) and counters.
+
+    The exporter keeps these lines between polls instead (exporter.metrics.kept); this
+    collector formats them all at once, for tests and the benchmarks' full render.
+    """
+
+    def collect(self, view: FleetView) -> Iterator[Family]:
+        """Yield the image set families."""
+        reasons = info_reasons(view)
+        rows = [image_set_lines(view, key, reasons) for key in sorted(image_set_keys(view))]
+        for index, template in enumerate(image_set_families()):
+            template.lines = [row[index] for row in rows if row is not None and row[index]]
+            yield template
 
 
 class EventCollector:
-    """The persisted event counters, and the persisted times of the last counted events."""
+    """The persisted counters of data stores (an image set's own are ImageSetCollector's)."""
 
     def collect(self, view: FleetView) -> Iterator[Family]:
         """Yield the counter families."""
@@ -211,16 +266,6 @@ class EventCollector:
             "healthimaging_new_versions",
             "counter",
             "Versions first seen by a diff after the image set's baseline.",
-        )
-        failed = Family(
-            "healthimaging_failed_versions",
-            "counter",
-            "Versions seen entering COPY_FAILED, UPDATE_FAILED or IMPORT_FAILED.",
-        )
-        forced = Family(
-            "healthimaging_forced_versions",
-            "counter",
-            "New versions created with a forced override of the Patient/Study/Series checks.",
         )
         deleted = Family(
             "healthimaging_image_sets_deleted",
@@ -233,34 +278,11 @@ class EventCollector:
             "Versions seen entering a failed status, by the bounded reason of their message "
             "(its leading code, or other).",
         )
-        last_failure = Family(
-            "healthimaging_image_set_last_failure_timestamp_seconds",
-            "gauge",
-            "Unix time at which the exporter last counted a version entering this failed status.",
-        )
-        last_forced = Family(
-            "healthimaging_image_set_last_forced_version_timestamp_seconds",
-            "gauge",
-            "Unix time at which the exporter last counted a new version with a forced override.",
-        )
-        for key, value in sorted(view.counters.items()):
+        for key, value in sorted(i for i in view.counters.items() if not i[0].image_set_id):
             if key.family == NEW_VERSIONS:
                 new.add(
                     label_pairs(datastore_id=key.datastore_id, workflow_status=key.workflow_status),
                     value,
-                )
-            elif key.family == FAILED_VERSIONS:
-                failed.add(
-                    label_pairs(
-                        datastore_id=key.datastore_id,
-                        image_set_id=key.image_set_id,
-                        workflow_status=key.workflow_status,
-                    ),
-                    value,
-                )
-            elif key.family == FORCED_VERSIONS:
-                forced.add(
-                    label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
                 )
             elif key.family == IMAGE_SETS_DELETED:
                 deleted.add(label_pairs(datastore_id=key.datastore_id), value)
@@ -273,20 +295,7 @@ class EventCollector:
                     ),
                     value,
                 )
-            elif key.family == LAST_FAILURE:
-                last_failure.add(
-                    label_pairs(
-                        datastore_id=key.datastore_id,
-                        image_set_id=key.image_set_id,
-                        workflow_status=key.workflow_status,
-                    ),
-                    value,
-                )
-            elif key.family == LAST_FORCED:
-                last_forced.add(
-                    label_pairs(datastore_id=key.datastore_id, image_set_id=key.image_set_id), value
-                )
-        yield from (new, failed, forced, deleted, failures, last_failure, last_forced)
+        yield from (new, deleted, failures)
 
 
 class DatastoreCollector:
@@ -353,17 +362,10 @@ class DatastoreCollector:
             "1 for the data store's status as GetDatastore last gave it, 0 for the model's other "
             "statuses; absent until it answered.",
         )
-        tracked: Counter[str] = Counter()
-        statuses: dict[str, Counter[str]] = {ds: Counter() for ds in view.datastores}
-        forced_counts: Counter[str] = Counter()
-        for key, snapshot in view.image_sets.items():
-            if snapshot.is_deleted or key.datastore_id not in statuses:
+        for key, started_by_status in view.in_progress.items():
+            if key.datastore_id not in oldest_started:
                 continue
-            tracked[key.datastore_id] += 1
-            for version in snapshot.versions:
-                statuses[key.datastore_id][version.workflow_status] += 1
-                forced_counts[key.datastore_id] += version.forced
-            for status, started in _oldest_in_progress(snapshot).items():
+            for status, started in started_by_status:
                 known = oldest_started[key.datastore_id].get(status)
                 oldest_started[key.datastore_id][status] = (
                     started if known is None else min(known, started)
@@ -385,14 +387,15 @@ class DatastoreCollector:
                 up.add(ds_label, 1.0 if ds.up else 0.0)
             if ds.last_success is not None:
                 last_success.add(ds_label, ds.last_success)
-            image_sets.add(ds_label, tracked[ds_id])
-            for status, count in sorted(statuses[ds_id].items()):
+            totals = view.totals.get(ds_id, NO_TOTALS)
+            image_sets.add(ds_label, totals.tracked)
+            for status, count in totals.by_status.items():
                 by_status.add(f'{ds_label},workflow_status="{escape_label_value(status)}"', count)
-            forced.add(ds_label, forced_counts[ds_id])
+            forced.add(ds_label, totals.forced)
             # Every in-progress status, 0 included: few series, and a stuck count reads as such.
             for status in sorted(IN_PROGRESS_STATUSES):
                 status_label = f'{ds_label},workflow_status="{status}"'
-                in_progress.add(status_label, statuses[ds_id][status])
+                in_progress.add(status_label, totals.by_status.get(status, 0))
                 oldest_at = oldest_started[ds_id].get(status)
                 if oldest_at is not None:
                     oldest.add(status_label, oldest_at)

@@ -9,19 +9,23 @@ part's): no recompression of the fleet, and one gzip member, which every client 
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
-from exporter.metrics.collectors import FleetCollector
+from exporter.metrics.collectors import IMAGE_SET_FAMILIES, FleetCollector
 from exporter.metrics.families import chunks
+from exporter.metrics.kept import KeptImageSetLines
+from exporter.metrics.segments import Body, Compressor, Segment, combine_crcs, gather
 from exporter.metrics.view import FleetView
+from exporter.store import StoredBody
 
 # Our names are all legacy-valid, so the output is plain 0.0.4, which every scraper understands.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -40,15 +44,6 @@ PROMETHEUS_DEFAULT = frozenset({True})  # Prometheus asks for OpenMetrics
 STREAM_PIECE = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class _Kept:
-    """A format's body without the live lines: raw deflate ending in a sync flush."""
-
-    deflated: bytes
-    crc32: int
-    size: int
-
-
 class Exposition:
     """A poll's metrics, kept gzipped; plain requests are decompressed as they are sent."""
 
@@ -59,45 +54,77 @@ class Exposition:
         view: FleetView,
         collectors: Sequence[FleetCollector],
         live: CollectorRegistry | None = None,
+        kept: KeptImageSetLines | None = None,
+        restored: Mapping[bool, Restored] | None = None,
     ) -> None:
         self._own_text = own_text
         self._own_openmetrics = own_openmetrics.removesuffix(EOF_LINE)
         self._view = view
         self._collectors = collectors
         self._live = live
+        self._kept_lines = kept  # the per-image-set families, kept between publishes
         self._lock = threading.Lock()
         # Only gzip bodies are kept: at 100,000 image sets a plain body is ~100 MB, its gzip ~12.
-        self._kept: dict[bool, _Kept] = {}
+        self._kept: dict[bool, Body] = {}
+        # The fleet's lines without the own metrics, per built format (what a stop saves).
+        self._fleet: dict[bool, Body] = {}
+        self._restored = dict(restored or {})
         self._prepared: frozenset[bool] = frozenset()
         self._served: set[bool] = set()
 
-    def gzipped_parts(self, openmetrics: bool) -> tuple[bytes, ...]:
-        """Return a scrape's gzipped body in pieces to send one after the other (no copy)."""
+    def gzipped_parts(self, openmetrics: bool) -> tuple[int, Iterable[bytes]]:
+        """Return a scrape's gzipped body: its length, and its pieces to send one by one."""
         with self._lock:
             self._served.add(openmetrics)
         return self._parts(openmetrics)
 
-    def _parts(self, openmetrics: bool) -> tuple[bytes, ...]:
-        kept = self._get(openmetrics)
+    def _parts(self, openmetrics: bool) -> tuple[int, Iterable[bytes]]:
+        length, crc, size, pieces = self._body(openmetrics)
         tail = self._tail(openmetrics)
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_WBITS)
         last = compressor.compress(tail) + compressor.flush()
-        crc = zlib.crc32(tail, kept.crc32)
-        size = (kept.size + len(tail)) & 0xFFFFFFFF
-        return GZIP_HEADER, kept.deflated, last + struct.pack("<II", crc, size)
+        crc = zlib.crc32(tail, crc)
+        size = (size + len(tail)) & 0xFFFFFFFF
+        trailer = last + struct.pack("<II", crc, size)
+        total = len(GZIP_HEADER) + length + len(trailer)
+        return total, itertools.chain((GZIP_HEADER,), pieces, (trailer,))
+
+    def _body(self, openmetrics: bool) -> tuple[int, int, int, Iterable[bytes]]:
+        """Return (compressed length, CRC, size, pieces) of the body without the live lines."""
+        with self._lock:
+            kept = self._kept.get(openmetrics)
+            restored = self._restored.get(openmetrics) if kept is None else None
+        if restored is None:
+            kept = self._get(openmetrics)
+            return kept.length, kept.crc, kept.size, kept.parts
+        # Saved by the last process at a stop, for this state: read from the file as it goes out.
+        own = Compressor().segment(self._own_openmetrics if openmetrics else self._own_text)
+        stored = restored.body
+        crc = combine_crcs(own.crc, stored.crc, stored.size)
+        pieces = itertools.chain((own.deflated,), restored.read())
+        return len(own.deflated) + stored.length, crc, own.size + stored.size, pieces
 
     def gzipped(self, openmetrics: bool) -> bytes:
         """Return a scrape's body in the negotiated format, gzipped."""
-        return b"".join(self.gzipped_parts(openmetrics))
+        return b"".join(self.gzipped_parts(openmetrics)[1])
+
+    @property
+    def generation(self) -> int:
+        """Return the snapshot store's generation the fleet view showed."""
+        return self._view.generation
+
+    def fleet(self, openmetrics: bool) -> Body | None:
+        """Return a built format's fleet lines (all but the own metrics and live lines)."""
+        with self._lock:
+            return self._fleet.get(openmetrics)
 
     def stream(self, openmetrics: bool) -> Iterator[bytes]:
         """Yield a scrape's body in the negotiated format, uncompressed, piece by piece."""
         with self._lock:
             self._served.add(openmetrics)
-        body = self._get(openmetrics).deflated
         decompressor = zlib.decompressobj(RAW_WBITS)
-        for start in range(0, len(body), STREAM_PIECE):
-            yield decompressor.decompress(body[start : start + STREAM_PIECE])
+        for block in coalesce(self._body(openmetrics)[3]):
+            yield decompressor.decompress(block)
         yield decompressor.flush()
         yield self._tail(openmetrics)
 
@@ -110,7 +137,7 @@ class Exposition:
             return live  # it ends with "# EOF"
         return bytes(text_format.generate_latest(self._live))
 
-    def _get(self, openmetrics: bool) -> _Kept:
+    def _get(self, openmetrics: bool) -> Body:
         with self._lock:  # concurrent first scrapes wait for one build instead of racing
             kept = self._kept.get(openmetrics)
             if kept is None:
@@ -118,25 +145,24 @@ class Exposition:
                 self._kept[openmetrics] = kept
             return kept
 
-    def _build(self, openmetrics: bool) -> _Kept:
-        # Compressed as it is formatted: the plain body never exists in memory whole.
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_WBITS)
-        out: list[bytes] = []
-        crc = size = 0
-        for part in self._chunks(openmetrics):
-            crc = zlib.crc32(part, crc)
-            size += len(part)
-            out.append(compressor.compress(part))
-        # A sync flush ends the data on a byte boundary without a last block: the scrape's
-        # fresh lines follow as more blocks (see the module docstring).
-        out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
-        return _Kept(b"".join(out), crc, size)
-
-    def _chunks(self, openmetrics: bool) -> Iterator[bytes]:
-        # The sample lines are the same in both formats; only metadata lines differ.
-        yield self._own_openmetrics if openmetrics else self._own_text
+    def _build(self, openmetrics: bool) -> Body:
+        # Compressed as it is formatted: the plain body never exists in memory whole. The
+        # per-image-set families come compressed already, formatted again only where changed.
+        compressor = Compressor()
+        pieces: list[Segment | Body] = [
+            compressor.segment(self._own_openmetrics if openmetrics else self._own_text)
+        ]
+        if self._kept_lines is not None:
+            for family, column in zip(IMAGE_SET_FAMILIES, self._kept_lines.columns(), strict=True):
+                header = family.openmetrics_header() if openmetrics else family.text_header()
+                pieces.append(compressor.segment(header.encode()))
+                pieces.append(column)
         for collector in self._collectors:
-            yield from chunks(collector.collect(self._view), openmetrics)
+            pieces.append(
+                compressor.segments_of(chunks(collector.collect(self._view), openmetrics))
+            )
+        self._fleet[openmetrics] = gather(pieces[1:])
+        return gather(pieces)
 
     def prepare(self, formats: Iterable[bool]) -> None:
         """Build formats now (in the poll's thread), so that scrapes only read bytes."""
@@ -161,12 +187,34 @@ class Exposition:
     @property
     def text(self) -> bytes:
         """Return the whole Prometheus text format (for --once and tests; not a scrape)."""
-        return zlib.decompress(b"".join(self._parts(False)), GZIP_WBITS)
+        return zlib.decompress(b"".join(self._parts(False)[1]), GZIP_WBITS)
 
     @property
     def openmetrics(self) -> bytes:
         """Return the whole OpenMetrics body (not a scrape)."""
-        return zlib.decompress(b"".join(self._parts(True)), GZIP_WBITS)
+        return zlib.decompress(b"".join(self._parts(True)[1]), GZIP_WBITS)
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A format's fleet lines as the last process saved them at its stop, read as sent."""
+
+    body: StoredBody
+    read: Callable[[], Iterable[bytes]]
+
+
+def coalesce(parts: Iterable[bytes], size: int = STREAM_PIECE) -> Iterator[bytes]:
+    """Join small parts into blocks of about `size` bytes (a write or a decompress each)."""
+    batch: list[bytes] = []
+    held = 0
+    for part in parts:
+        batch.append(part)
+        held += len(part)
+        if held >= size:
+            yield b"".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def render(
@@ -174,14 +222,20 @@ def render(
     view: FleetView | None = None,
     collectors: Sequence[FleetCollector] = (),
     live: CollectorRegistry | None = None,
+    kept: KeptImageSetLines | None = None,
+    restored: Mapping[bool, Restored] | None = None,
 ) -> Exposition:
     """Snapshot the registry now and the fleet view as given, to be formatted on demand.
 
-    `live` is collected again for every scrape (the process's own metrics).
+    `live` is collected again for every scrape (the process's own metrics); `kept`, if given,
+    holds the per-image-set families, brought up to the view it last noted when built;
+    `restored` serves formats as a stopped process saved them until they are built.
     """
     own_text: bytes = text_format.generate_latest(registry)
     own_openmetrics: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
-    return Exposition(own_text, own_openmetrics, view or FleetView(), collectors, live)
+    return Exposition(
+        own_text, own_openmetrics, view or FleetView(), collectors, live, kept, restored
+    )
 
 
 class ExpositionCache:

@@ -18,6 +18,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
+from tests.helpers import fleet_view
 
 DS = "d" * 32
 COPYING = ImageSetKey(DS, "a" * 32)
@@ -52,11 +53,7 @@ def view(mode: PerImageSet, counters: dict[CounterKey, float] | None = None) -> 
             GONE, (), (Version(1, "COPYING", "ACTIVE", changed_at=1.0),), deleted_at=9.0
         ),
     }
-    return FleetView(
-        MappingProxyType(image_sets),
-        MappingProxyType(counters or {}),
-        MappingProxyType({DS: DatastoreView(DS, mode, True, 12.5)}),
-    )
+    return fleet_view(image_sets, counters or {}, {DS: DatastoreView(DS, mode, True, 12.5)})
 
 
 def samples(fleet: FleetView) -> Samples:

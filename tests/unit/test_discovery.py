@@ -10,7 +10,7 @@ import pytest
 
 from exporter.aws import ApiError, HealthImagingApi, ImageSetSummary
 from exporter.config import Config, DatastoreSettings
-from exporter.discovery import Backfill, reconcile_batch
+from exporter.discovery import Backfill, reconcile_batch, reconcile_size
 from exporter.execute import ListingPool
 from exporter.ingest import Ingest
 from exporter.model import ImageSetKey, Version
@@ -132,14 +132,22 @@ def test_a_stop_mid_page_saves_no_progress(
 
 
 def test_reconcile_batches_cover_everything_once_per_period() -> None:
-    keys = [ImageSetKey(DS, i) for i in IDS]
+    keys = sorted(ImageSetKey(DS, i) for i in IDS)
+
+    def keys_after(after: str, limit: int) -> list[ImageSetKey]:
+        return [k for k in keys if k.image_set_id > after][:limit]
+
     seen: list[ImageSetKey] = []
-    position = 0
+    after = ""
+    count = reconcile_size(len(keys), interval=60, period=300)
     for _ in range(5):  # period / interval = 5 cycles
-        batch, position = reconcile_batch(keys, position, interval=60, period=300)
+        batch = reconcile_batch(keys_after, after, count)
+        assert len(batch) == count
+        after = batch[-1].image_set_id
         seen.extend(batch)
-    assert sorted(seen) == sorted(keys)
-    assert reconcile_batch([], 3, 60, 300) == ([], 0)
+    assert set(seen) == set(keys)
+    assert reconcile_batch(lambda after, limit: [], "", 3) == []
+    assert reconcile_size(0, 60, 300) == 0
 
 
 def test_a_bug_in_a_page_is_an_internal_error_and_waits(

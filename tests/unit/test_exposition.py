@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Iterator
-from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, Gauge, Metric
 from prometheus_client.core import GaugeMetricFamily
@@ -25,15 +24,14 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
+from tests.helpers import fleet_view
 
 DS = "d" * 32
 KEY = ImageSetKey(DS, "i" * 32)
-VIEW = FleetView(
-    MappingProxyType(
-        {KEY: ImageSetSnapshot(KEY, (Version(2, 'WEIRD"NEW\\STATUS', "ACTIVE", True),))}
-    ),
-    MappingProxyType({CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 3.0}),
-    MappingProxyType({DS: DatastoreView(DS, "all", True, 12.5)}),
+VIEW = fleet_view(
+    {KEY: ImageSetSnapshot(KEY, (Version(2, 'WEIRD"NEW\\STATUS', "ACTIVE", True),))},
+    {CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 3.0},
+    {DS: DatastoreView(DS, "all", True, 12.5)},
 )
 COLLECTORS = (ImageSetCollector(), EventCollector(), DatastoreCollector())
 
@@ -93,16 +91,14 @@ def test_nothing_scraped_keeps_the_prepared_set() -> None:
 
 
 def test_event_timestamps_and_the_data_store_region_are_gauges() -> None:
-    view = FleetView(
-        MappingProxyType({}),
-        MappingProxyType(
-            {
-                CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 1.0,
-                CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED"): 1700000000.5,
-                CounterKey(LAST_FORCED, *KEY): 1700000001.0,
-            }
-        ),
-        MappingProxyType({DS: DatastoreView(DS, "none", True, 12.5, region="eu-west-1")}),
+    view = fleet_view(
+        {},
+        {
+            CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED"): 1.0,
+            CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED"): 1700000000.5,
+            CounterKey(LAST_FORCED, *KEY): 1700000001.0,
+        },
+        {DS: DatastoreView(DS, "none", True, 12.5, region="eu-west-1")},
     )
     text = render(registry(), view, COLLECTORS).text.decode()
     labels = f'datastore_id="{DS}",image_set_id="{KEY.image_set_id}"'

@@ -16,7 +16,7 @@ from exporter.outcomes import Outcome
 from exporter.plan import ListingHint
 from exporter.state import FleetState
 from exporter.store import DatastoreRecord
-from tests.helpers import FullDisk
+from tests.helpers import FullDisk, flat_counters
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 V1 = Version(1, "COPIED", "ACTIVE")
@@ -40,8 +40,8 @@ def test_baseline_then_changes_are_counted_once(
     assert ingest.listing(Listing(KEY, (V1,)), None) == Ingested.CHANGED  # the baseline
     assert ingest.listing(Listing(KEY, (V1,)), None) == Ingested.UNCHANGED
     assert ingest.listing(Listing(KEY, (V3_FAILED, V2_FAILED, V1)), None) == Ingested.CHANGED
-    assert state.copies()[1][CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 2
-    assert store.load().counters[CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 2
+    assert state.counter(CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")) == 2
+    assert flat_counters(store.load())[CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # The reason code, never the free-text message; `other` when there is no code.
     assert f"image set {KEY[0]}/{KEY[1]}: version 3 is COPY_FAILED (reason other)" in warnings
@@ -61,7 +61,7 @@ def test_a_hint_records_the_search_time_and_a_new_image_set_counts_in_full(
     assert result == Ingested.CHANGED
     snapshot = state.get(KEY)
     assert snapshot is not None and snapshot.seen_updated_at == 70.0
-    assert state.copies()[1][CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 1
+    assert state.counter(CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")) == 1
 
 
 def test_a_failed_write_is_a_state_error_and_memory_stays(store: FullDisk) -> None:
@@ -129,6 +129,6 @@ def test_an_ordered_image_set_never_takes_an_older_listing_over_a_newer_one(
     # A cycle's listing sent at 4, answered late: dropped.
     assert ingest.listing(Listing(KEY, (copying, V1), started=4.0), None) == Ingested.UNCHANGED
     assert ingest.listing(Listing(KEY, (failed, V1), started=6.0), None) == Ingested.UNCHANGED
-    assert state.copies()[1][CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")] == 1
+    assert state.counter(CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")) == 1
     ingest.forget_order(before=10.0)  # unordered again: listings apply as they come
     assert ingest.listing(Listing(KEY, (copying, V1), started=4.0), None) == Ingested.CHANGED

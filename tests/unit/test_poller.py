@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from exporter.metrics.own import EventMetrics, ExporterMetrics
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey, Version
 from exporter.outcomes import Outcome
+from exporter.plan import shown_in_full
 from exporter.poller import Poller
 from exporter.state import FleetState
 from exporter.store import DatastoreRecord, SnapshotStore
@@ -96,8 +97,15 @@ class Harness:
         self.metrics = ExporterMetrics(CollectorRegistry())
         self.views: list[FleetView] = []
         self.poller = Poller(
-            config, FakeClients(apis), FleetState(store), self.metrics, self.views.append
+            config,
+            FakeClients(apis),
+            FleetState(store, full=shown_in_full(config)),
+            self.metrics,
+            self.publish,
         )
+
+    def publish(self, view_of: Callable[[], FleetView]) -> None:
+        self.views.append(view_of())
 
     def up(self, datastore_id: str) -> bool | None:
         return self.views[-1].datastores[datastore_id].up
@@ -242,7 +250,13 @@ def test_a_bug_after_the_listings_still_ends_the_cycle_and_publishes(
     config, apis = two_datastores((), release)
     metrics = ExporterMetrics(CollectorRegistry())
     views: list[FleetView] = []
-    poller = Poller(config, FakeClients(apis), BrokenRecords(store), metrics, views.append)
+    poller = Poller(
+        config,
+        FakeClients(apis),
+        BrokenRecords(store),
+        metrics,
+        lambda view_of: views.append(view_of()),
+    )
     try:
         internal = metrics.poll_errors.labels(GOOD_DS, Outcome.INTERNAL_ERROR)
         # Recording the shard assignment at start failed too: counted, and the start went on.
@@ -287,7 +301,7 @@ def test_a_data_store_not_active_is_down_with_its_reason_and_not_listed(
         assert view.datastores[BAD_DS].status == "DELETING"
         # its last known image sets stay as they were (not counted as deleted)
         assert ImageSetKey(BAD_DS, BAD) in view.image_sets
-        assert not view.image_sets[ImageSetKey(BAD_DS, BAD)].is_deleted
+        assert not view.image_sets[ImageSetKey(BAD_DS, BAD)].deleted
         apis[BAD_DS].datastore_status = "ACTIVE"
         h.poller.run_cycle()
         assert h.up(BAD_DS) is True

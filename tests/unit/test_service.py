@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.aws import ApiError, AttemptRecorder
-from exporter.config import AwsSettings, Config, StateSettings
-from exporter.metrics.exposition import PROMETHEUS_DEFAULT
+from exporter.config import AwsSettings, Config, DatastoreSettings, StateSettings
+from exporter.diff import ImageSetChange
+from exporter.metrics.exposition import PROMETHEUS_DEFAULT, Exposition
 from exporter.metrics.own import ExporterMetrics
+from exporter.model import NEW_VERSIONS, CounterKey, ImageSetKey, ImageSetSnapshot, Version
 from exporter.outcomes import Outcome
 from exporter.service import ExporterService, StopGate, budget_for
 
@@ -84,3 +87,55 @@ def test_start_up_publishes_unbuilt_and_the_first_poll_builds_what_scrapers_want
         assert first.built() == frozenset()  # the fleet was formatted once, by the poll
     finally:
         service.close()
+
+
+DS = "d" * 32
+IMAGE_SET = "a" * 32
+
+
+def fleet_lines(exposition: Exposition) -> list[str]:
+    """The image set lines of the OpenMetrics body (own metrics differ between processes)."""
+    body = exposition.openmetrics.decode()
+    return [line for line in body.splitlines() if "image_set_id=" in line]
+
+
+def change(service: ExporterService, *versions: Version) -> None:
+    key = ImageSetKey(DS, IMAGE_SET)
+    assert service.state.apply(
+        ImageSetChange(ImageSetSnapshot(key, versions), {CounterKey(NEW_VERSIONS, DS): 1})
+    )
+
+
+def test_a_stop_saves_the_exposition_and_the_next_start_serves_it_only_if_unchanged(
+    tmp_path: Path,
+) -> None:
+    config = Config(
+        datastores=(DatastoreSettings(DS, (IMAGE_SET,)),),
+        state=StateSettings(path=str(tmp_path / "state.db")),
+    )
+    service = ExporterService(config)
+    change(service, Version(2, "COPY_FAILED", "ACTIVE"), Version(1, "IMPORTED", "ACTIVE"))
+    service.poller.publish_view()  # as a poll does: built for the formats scrapers use
+    before = fleet_lines(service.exposition())
+    assert any("COPY_FAILED" in line for line in before)
+    service.close()  # saves what it built
+
+    restarted = ExporterService(config)
+    served = restarted.exposition()
+    assert served.built() == frozenset()  # nothing formatted at start-up...
+    assert fleet_lines(served) == before  # ...and the fleet's lines served at once
+    assert served.built() == frozenset()  # read from the state file, not formatted
+    # A change after the last publish: a stop saves nothing, since the saved lines are stale.
+    change(restarted, Version(3, "COPIED", "ACTIVE"), Version(2, "COPY_FAILED", "ACTIVE"))
+    restarted.close()
+
+    again = ExporterService(config)
+    try:
+        lines = fleet_lines(again.exposition())
+        assert lines != before  # formatted from the state, not served stale
+        assert any(
+            "healthimaging_image_set_latest_version{" in line and line.endswith(" 3.0")
+            for line in lines
+        )
+    finally:
+        again.close()

@@ -25,7 +25,7 @@ from exporter.model import (
 from exporter.service import ExporterService
 from exporter.state import FleetState
 from exporter.store import SnapshotStore
-from tests.helpers import FullDisk
+from tests.helpers import FullDisk, flat_counters
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +51,11 @@ def test_a_failed_write_leaves_memory_at_the_last_durable_state() -> None:
     assert state.write_failures == 1  # the service turns this into the gauge and the counter
     snapshot = state.get(KEY)
     assert snapshot is not None and len(snapshot.versions) == 1
-    assert state.copies()[1][FAILED] == 1
+    assert state.counter(FAILED) == 1
     store.full = False
     assert state.apply(change(2)) and state.writable
-    assert state.copies()[1][FAILED] == 2
-    assert store.load().counters[FAILED] == 2
+    assert state.counter(FAILED) == 2
+    assert flat_counters(store.load())[FAILED] == 2
 
 
 def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> None:
@@ -64,8 +64,9 @@ def test_forget_drops_image_sets_and_a_removed_data_stores_own_counters() -> Non
     state.apply(change(1))
     state.forget([KEY], datastores=[])
     assert state.get(KEY) is None
-    assert state.copies()[1] == {}
-    assert store.load().counters == {} and store.load().image_sets == {}
+    assert state.copies()[1] == {} and state.copies()[2] == {}
+    assert flat_counters(store.load()) == {} and store.load().facts == {}
+    assert store.load().totals == {} and state.size(KEY.datastore_id) == 0
 
 
 def test_a_counted_failure_is_stamped_in_memory_and_store_and_survives_a_restart(
@@ -76,13 +77,13 @@ def test_a_counted_failure_is_stamped_in_memory_and_store_and_survives_a_restart
     stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
     before = time.time()
     assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
-    assert stamp not in state.copies()[1]
+    assert state.counter(stamp) is None
     assert state.apply(change(2))
-    counted_at = state.copies()[1][stamp]
-    assert before <= counted_at <= time.time()
+    counted_at = state.counter(stamp)
+    assert counted_at is not None and before <= counted_at <= time.time()
     restarted = FleetState(SnapshotStore(path))
-    assert restarted.copies()[1][stamp] == counted_at
-    assert restarted.copies()[1][FAILED] == 1
+    assert restarted.counter(stamp) == counted_at
+    assert restarted.counter(FAILED) == 1
 
 
 class ReadOnly(SnapshotStore):
@@ -150,7 +151,7 @@ def test_a_read_only_state_file_is_noticed_at_start(tmp_path: Path) -> None:
     assert "cannot write" in run.stderr  # said once, at start
 
 
-def test_the_rotation_keeps_its_order_as_image_sets_come_and_go(tmp_path: Path) -> None:
+def test_reconciliation_walks_keys_in_id_order_from_the_store(tmp_path: Path) -> None:
     path = str(tmp_path / "state.db")
     store = SnapshotStore(path)
     state = FleetState(store)
@@ -160,20 +161,41 @@ def test_the_rotation_keeps_its_order_as_image_sets_come_and_go(tmp_path: Path) 
         assert state.apply(
             ImageSetChange(ImageSetSnapshot(key, (Version(1, "IMPORTED", "A"),)), {})
         )
-    # First sight appends: positions a reconciliation already walked past do not shift.
-    assert list(state.rotation("d" * 32)) == keys
-    assert state.image_set_keys("e" * 32) == [other]
+    assert state.keys_after("d" * 32, "", 10) == sorted(keys)
+    assert state.keys_after("d" * 32, keys[1].image_set_id, 1) == [keys[2]]
+    assert list(state.image_set_keys("e" * 32)) == [other]
+    assert state.size("d" * 32) == 3
     assert state.forget([keys[1]], ["d" * 32, "e" * 32])
-    assert list(state.rotation("d" * 32)) == [keys[0], keys[2]]
+    assert state.keys_after("d" * 32, "", 10) == sorted([keys[0], keys[2]])
     store.close()
-    reloaded = SnapshotStore(path)
-    # A restart walks the stored order (the table's key order) and forgets nothing.
-    assert list(FleetState(reloaded).rotation("d" * 32)) == sorted([keys[0], keys[2]])
-    reloaded.close()
+    reloaded = FleetState(SnapshotStore(path))
+    assert reloaded.size("d" * 32) == 2 and reloaded.size("e" * 32) == 1
+    assert reloaded.loaded_image_sets
+
+
+def test_memory_keeps_only_the_facts_some_mode_shows(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SnapshotStore(path)
+    state = FleetState(store)
+    quiet = ImageSetKey("d" * 32, "1" * 32)
+    failed = ImageSetKey("d" * 32, "2" * 32)
+    assert state.apply(ImageSetChange(ImageSetSnapshot(quiet, (Version(1, "IMPORTED", "A"),)), {}))
+    assert state.apply(
+        ImageSetChange(ImageSetSnapshot(failed, (Version(1, "IMPORT_FAILED", "A"),)), {})
+    )
+    assert set(state.copies()[0]) == {failed}
+    assert state.take_changes() == {failed} and state.take_changes() == set()
+    assert state.totals()["d" * 32].by_status == {"IMPORTED": 1, "IMPORT_FAILED": 1}
+    state.show_all(["d" * 32])  # a reload switched the data store to `all`
+    assert set(state.copies()[0]) == {quiet, failed}
+    assert state.take_changes() == {quiet}
+    store.close()
+    assert set(FleetState(SnapshotStore(path), full=["d" * 32]).copies()[0]) == {quiet, failed}
+    assert set(FleetState(SnapshotStore(path)).copies()[0]) == {failed}
 
 
 def test_the_failure_stamp_comes_from_the_state_clock(tmp_path: Path) -> None:
     state = FleetState(SnapshotStore(str(tmp_path / "state.db")), clock=lambda: 1_234.5)
     assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
     assert state.apply(change(2))
-    assert state.copies()[1][CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")] == 1_234.5
+    assert state.counter(CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")) == 1_234.5

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.facts import DatastoreTotals, ImageSetFacts, facts_of
 from exporter.model import (
     FAILED_VERSIONS,
     FAILURES,
@@ -16,7 +17,15 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
-from exporter.store import MIGRATIONS, SCHEMA_VERSION, DatastoreRecord, SnapshotStore, StoreError
+from exporter.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    DatastoreRecord,
+    SnapshotStore,
+    StoreError,
+    encode_snapshot,
+)
+from tests.helpers import flat_counters
 
 KEY = ImageSetKey("d" * 32, "i" * 32)
 SNAP = ImageSetSnapshot(
@@ -30,17 +39,29 @@ SNAP = ImageSetSnapshot(
 FAILED = CounterKey(FAILED_VERSIONS, *KEY, "COPY_FAILED")
 
 
+def put(
+    store: SnapshotStore,
+    snapshot: ImageSetSnapshot,
+    increments: dict[CounterKey, float],
+    drop_counters: bool = False,
+) -> ImageSetFacts | None:
+    """Apply a snapshot with the facts the state layer derives from it."""
+    return store.apply(snapshot, facts_of(snapshot), increments, drop_counters=drop_counters)
+
+
 def test_round_trip_survives_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "state.db")
     store = SnapshotStore(path)
-    store.apply(SNAP, {FAILED: 1})
-    store.apply(SNAP, {FAILED: 2})
+    put(store, SNAP, {FAILED: 1})
+    put(store, SNAP, {FAILED: 2})
     store.save_datastore(DatastoreRecord(KEY.datastore_id, last_success=10.0, cursor=5.0))
     store.close()
     reopened = SnapshotStore(path)
     state = reopened.load()
-    assert state.image_sets == {KEY: SNAP}
-    assert state.counters == {FAILED: 3.0}
+    assert reopened.read(KEY) == SNAP
+    assert state.facts == {KEY: facts_of(SNAP)}  # failed: shown by failures_only
+    assert state.totals[KEY.datastore_id].by_status == {"COPIED": 1, "COPY_FAILED": 1}
+    assert flat_counters(state) == {FAILED: 3.0}
     assert state.datastores[KEY.datastore_id].cursor == 5.0
     assert reopened.check_integrity() == "ok"
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -49,18 +70,20 @@ def test_round_trip_survives_reopen(tmp_path: Path) -> None:
 
 def test_deletion_drops_the_image_sets_counters(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s.db"))
-    store.apply(SNAP, {FAILED: 1})
+    put(store, SNAP, {FAILED: 1})
     gone = ImageSetSnapshot(KEY, (), SNAP.versions, deleted_at=9.0)
-    store.apply(gone, {}, drop_counters=True)
+    put(store, gone, {}, drop_counters=True)
     state = store.load()
-    assert state.counters == {}
-    assert state.image_sets[KEY].is_deleted
+    assert flat_counters(state) == {}
+    assert state.facts == {}
+    assert store.read(KEY) == gone
+    assert state.totals[KEY.datastore_id] == DatastoreTotals(rows=1)  # walked, not tracked
 
 
 def test_memory_store_needs_no_file() -> None:
     store = SnapshotStore(":memory:")
-    store.apply(SNAP, {FAILED: 1})
-    assert store.load().counters == {FAILED: 1.0}
+    put(store, SNAP, {FAILED: 1})
+    assert flat_counters(store.load()) == {FAILED: 1.0}
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
@@ -88,15 +111,16 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_unreadable_snapshot_row_is_rebaselined_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SnapshotStore(str(path))
-    store.apply(SNAP, {FAILED: 1})
+    put(store, SNAP, {FAILED: 1})
     store.close()
     db = sqlite3.connect(path)
     db.execute("UPDATE image_sets SET versions = 'garbage'")
     db.commit()
     db.close()
-    state = SnapshotStore(str(path)).load()
-    assert state.image_sets == {}
-    assert state.counters == {FAILED: 1.0}
+    reopened = SnapshotStore(str(path))
+    state = reopened.load()
+    assert reopened.read(KEY) is None  # re-baselined by its next poll
+    assert flat_counters(state) == {FAILED: 1.0}
 
 
 def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
@@ -104,11 +128,15 @@ def test_rows_with_the_old_timestamp_fields_still_load(tmp_path: Path) -> None:
     SnapshotStore(str(path)).close()
     db = sqlite3.connect(path)
     old = '{"v":[[2,"COPY_FAILED","ACTIVE",1,0,1.5,2.5,null]],"r":[]}'
-    db.execute("INSERT INTO image_sets VALUES (?, ?, ?, NULL)", (*KEY, old))
+    db.execute(
+        "INSERT INTO image_sets (datastore_id, image_set_id, versions) VALUES (?, ?, ?)",
+        (*KEY, old),
+    )
     db.commit()
     db.close()
-    state = SnapshotStore(str(path)).load()
-    assert state.image_sets[KEY].versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)
+    snapshot = SnapshotStore(str(path)).read(KEY)
+    assert snapshot is not None
+    assert snapshot.versions == (Version(2, "COPY_FAILED", "ACTIVE", True, False),)
 
 
 def test_in_progress_start_and_failure_reason_round_trip_and_others_stay_shared(
@@ -119,13 +147,16 @@ def test_in_progress_start_and_failure_reason_round_trip_and_others_stay_shared(
     copying = Version(3, "COPYING", "ACTIVE", changed_at=1_700_000_000.5)
     failed = Version(2, "COPY_FAILED", "ACTIVE", reason="INVALID_REQUEST")
     other = ImageSetKey("d" * 32, "j" * 32)
-    store.apply(ImageSetSnapshot(KEY, (copying, failed, Version(1, "COPIED", "ACTIVE"))), {})
-    store.apply(ImageSetSnapshot(other, (Version(1, "COPIED", "ACTIVE"),)), {})
+    put(store, ImageSetSnapshot(KEY, (copying, failed, Version(1, "COPIED", "ACTIVE"))), {})
+    put(store, ImageSetSnapshot(other, (Version(1, "COPIED", "ACTIVE"),)), {})
     store.close()
-    state = SnapshotStore(path).load()
-    assert state.image_sets[KEY].versions[:2] == (copying, failed)
+    reopened = SnapshotStore(path)
+    mine, theirs = reopened.read(KEY), reopened.read(other)
+    assert mine is not None and theirs is not None
+    assert mine.versions[:2] == (copying, failed)
     # The common version stays one shared object across image sets.
-    assert state.image_sets[KEY].versions[2] is state.image_sets[other].versions[0]
+    assert mine.versions[2] is theirs.versions[0]
+    assert reopened.load().facts[KEY].in_progress == (("COPYING", 1_700_000_000.5),)
     row = sqlite3.connect(path).execute("SELECT versions FROM image_sets").fetchone()[0]
     assert "free" not in row and "message" not in row
 
@@ -135,8 +166,8 @@ def test_failures_by_reason_and_reshard_bookkeeping_persist(tmp_path: Path) -> N
     store = SnapshotStore(path)
     by_reason = CounterKey(FAILURES, KEY.datastore_id, "", "COPY_FAILED", "INVALID_REQUEST")
     other = by_reason._replace(reason="other")
-    store.apply(SNAP, {FAILED: 1, by_reason: 1, other: 1})
-    store.apply(SNAP, {by_reason: 1})
+    put(store, SNAP, {FAILED: 1, by_reason: 1, other: 1})
+    put(store, SNAP, {by_reason: 1})
     record = DatastoreRecord(
         KEY.datastore_id,
         last_success=10.0,
@@ -147,7 +178,7 @@ def test_failures_by_reason_and_reshard_bookkeeping_persist(tmp_path: Path) -> N
     store.save_datastore(record)
     store.close()
     state = SnapshotStore(path).load()
-    assert state.counters == {FAILED: 1.0, by_reason: 2.0, other: 1.0}
+    assert flat_counters(state) == {FAILED: 1.0, by_reason: 2.0, other: 1.0}
     assert state.datastores[KEY.datastore_id] == record
 
 
@@ -164,12 +195,12 @@ def test_schema_2_state_migrates_with_its_counters(tmp_path: Path) -> None:
     db.close()
     store = SnapshotStore(str(path))
     state = store.load()
-    assert SCHEMA_VERSION == 4
-    assert state.counters == {FAILED: 4.0}
+    assert SCHEMA_VERSION == 5
+    assert flat_counters(state) == {FAILED: 4.0}
     record = state.datastores[KEY.datastore_id]
     assert record.last_success == 7.0 and record.shard_assignment is None
-    store.apply(SNAP, {FAILED: 1})
-    assert store.load().counters == {FAILED: 5.0}
+    put(store, SNAP, {FAILED: 1})
+    assert flat_counters(store.load()) == {FAILED: 5.0}
     assert store.check_integrity() == "ok"
 
 
@@ -177,13 +208,13 @@ def test_event_timestamps_replace_while_counters_add(tmp_path: Path) -> None:
     path = str(tmp_path / "state.db")
     stamp = CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")
     store = SnapshotStore(path)
-    store.apply(SNAP, {FAILED: 1, stamp: 1000.0})
-    store.apply(SNAP, {FAILED: 1, stamp: 2000.5})
+    put(store, SNAP, {FAILED: 1, stamp: 1000.0})
+    put(store, SNAP, {FAILED: 1, stamp: 2000.5})
     store.close()
     reopened = SnapshotStore(path)
-    assert reopened.load().counters == {FAILED: 2.0, stamp: 2000.5}
-    reopened.apply(SNAP, {}, drop_counters=True)
-    assert reopened.load().counters == {}
+    assert flat_counters(reopened.load()) == {FAILED: 2.0, stamp: 2000.5}
+    put(reopened, SNAP, {}, drop_counters=True)
+    assert flat_counters(reopened.load()) == {}
     reopened.close()
 
 
@@ -211,3 +242,29 @@ def test_a_new_file_is_created_not_migrated_and_an_old_one_is_migrated(
     assert [r.getMessage() for r in caplog.records] == [
         f"migrated state schema from version 1 to {SCHEMA_VERSION}"
     ]
+
+
+def test_schema_4_state_gains_facts_flags_and_totals_when_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:4]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                db.execute(statement)
+    quiet = ImageSetKey("d" * 32, "q" * 32)
+    rows = [
+        (*KEY, encode_snapshot(SNAP)),
+        (*quiet, '{"v":[[1,"IMPORTED","ACTIVE",0,null]],"r":[]}'),
+    ]
+    db.executemany("INSERT INTO image_sets VALUES (?, ?, ?, NULL)", rows)
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    store = SnapshotStore(str(path))
+    state = store.load()
+    assert state.facts == {KEY: facts_of(SNAP)}  # the quiet one is not kept in memory
+    assert state.totals["d" * 32] == DatastoreTotals(
+        rows=2, tracked=2, forced=1, by_status={"COPIED": 1, "COPY_FAILED": 1, "IMPORTED": 1}
+    )
+    assert store.load(full=["d" * 32]).facts[quiet].versions == 1
+    store.close()
