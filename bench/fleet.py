@@ -39,6 +39,20 @@ _LATER_WEIGHTS = (70.0, 25.0, 3.0, 2.0)
 _FORCED_RATIO = 0.03
 
 
+def sizes(quick: bool) -> tuple[tuple[int, str], ...]:
+    """Return the (image sets, per_image_set) pairs the memory and restart scenarios run."""
+    if quick:
+        return ((1_000, "all"), (2_000, "failures_only"))
+    return ((100_000, "all"), (1_000_000, "failures_only"))
+
+
+def size_name(image_sets: int) -> str:
+    """Return 100k, 1M and the like."""
+    if image_sets >= 1_000_000:
+        return f"{image_sets // 1_000_000}M"
+    return f"{image_sets // 1000}k"
+
+
 def image_set_id(index: int) -> str:
     """Return the deterministic id of the index-th synthetic image set."""
     return hashlib.md5(f"bench-{index}".encode(), usedforsecurity=False).hexdigest()

@@ -57,17 +57,9 @@ def exporter_peak_kib(
 def run(quick: bool) -> list[Figure]:
     """Peak RSS at 100k (`all`) and 1M (`failures_only`); quick: 1,000 and 2,000 image sets."""
     bare = bare_import_kib()
-    sizes = (
-        ((1_000, "all"), (2_000, "failures_only"))
-        if quick
-        else (
-            (100_000, "all"),
-            (1_000_000, "failures_only"),
-        )
-    )
     out: list[Figure] = []
     with denied_emulator() as emulator:
-        for image_sets, mode in sizes:
+        for image_sets, mode in fleet.sizes(quick):
             versions = 5 * image_sets
             state = fleet.state_file(image_sets, versions)
             shown = state.first_image_set if mode == "all" else state.first_shown_image_set
@@ -80,7 +72,7 @@ def run(quick: bool) -> list[Figure]:
             )
             checked = not quick
             target = TARGET_1M_MIB if image_sets >= 1_000_000 else TARGET_MIB
-            size = f"{image_sets // 1000}k" if image_sets < 1_000_000 else f"{image_sets // 10**6}M"
+            size = fleet.size_name(image_sets)
             out.append(
                 Figure(
                     f"peak_rss_{size}_{versions // 1000}k_versions_{mode}",

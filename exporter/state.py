@@ -16,13 +16,13 @@ from types import MappingProxyType
 from exporter.diff import ImageSetChange
 from exporter.facts import DatastoreTotals, ImageSetFacts, facts_of, totals_delta
 from exporter.model import (
+    NO_OWN_COUNTERS,
     TIMESTAMP_FAMILIES,
     CounterKey,
     ImageSetKey,
     ImageSetSnapshot,
     OwnCounters,
     stamp_events,
-    with_own_counter,
 )
 from exporter.reasons import known_reasons
 from exporter.store import DatastoreRecord, SnapshotStore, StoreError
@@ -52,15 +52,16 @@ class FleetState:
         self.lock = threading.RLock()
         self._full = frozenset(full)
         stored = store.load(self._full)
-        self._facts: dict[ImageSetKey, ImageSetFacts] = {}
+        self._facts: dict[ImageSetKey, ImageSetFacts] = stored.facts
+        self._counters: dict[CounterKey, float] = stored.counters  # data stores' own
+        self._own: dict[ImageSetKey, OwnCounters] = stored.own  # image sets' own
+        self._facts_lent = self._own_lent = False  # a view holds them (see copies)
         # Indexes of the facts, so that a view never walks them all: image sets with a version
         # in progress, and per data store the reason codes of the latest failures.
         self._in_progress: dict[ImageSetKey, tuple[tuple[str, float], ...]] = {}
         self._codes: dict[str, Counter[str | None]] = {}
-        for key, facts in stored.facts.items():
-            self._set_facts(key, facts)
-        self._counters: dict[CounterKey, float] = stored.counters  # data stores' own
-        self._own: dict[ImageSetKey, OwnCounters] = stored.own  # image sets' own
+        for key, facts in self._facts.items():
+            self._index(key, facts, 1)
         self._records: dict[str, DatastoreRecord] = stored.datastores
         self._totals: dict[str, DatastoreTotals] = stored.totals
         # Image sets whose exported lines may differ from the last view's (see take_changes).
@@ -133,19 +134,30 @@ class FleetState:
 
     def _set_facts(self, key: ImageSetKey, facts: ImageSetFacts | None) -> None:
         """Replace (or, with None, drop) an image set's facts and their indexes."""
-        old = self._facts.pop(key, None) if facts is None else self._facts.get(key)
-        if facts is not None:
-            self._facts[key] = facts
-        if old is not None and old.last_failure is not None and not old.deleted:
-            codes = self._codes[key.datastore_id]
-            codes[old.last_failure[1]] -= 1
-            if codes[old.last_failure[1]] <= 0:
-                del codes[old.last_failure[1]]
-        if facts is not None and facts.last_failure is not None and not facts.deleted:
-            self._codes.setdefault(key.datastore_id, Counter())[facts.last_failure[1]] += 1
-        if facts is not None and facts.in_progress and not facts.deleted:
-            self._in_progress[key] = facts.in_progress
+        if facts is None and key not in self._facts:
+            old = None
         else:
+            writable = self._writable_facts()
+            old = writable.pop(key, None) if facts is None else writable.get(key)
+            if facts is not None:
+                writable[key] = facts
+        if old is not None:
+            self._index(key, old, -1)
+        if facts is not None:
+            self._index(key, facts, 1)
+
+    def _index(self, key: ImageSetKey, facts: ImageSetFacts, sign: int) -> None:
+        """Add (+1) or take out (-1) an image set's facts from the indexes."""
+        if facts.deleted:
+            return
+        if facts.last_failure is not None:
+            codes = self._codes.setdefault(key.datastore_id, Counter())
+            codes[facts.last_failure[1]] += sign
+            if codes[facts.last_failure[1]] <= 0:
+                del codes[facts.last_failure[1]]
+        if facts.in_progress and sign > 0:
+            self._in_progress[key] = facts.in_progress
+        elif sign < 0:
             self._in_progress.pop(key, None)
 
     def _keeps(self, key: ImageSetKey, facts: ImageSetFacts) -> bool:
@@ -176,9 +188,10 @@ class FleetState:
             self._set_facts(key, facts if self._keeps(key, facts) else None)
             if shown_before or key in self._facts:
                 self._changed.add(key)
-            if drop_counters and self._own.pop(key, None) is not None:
+            if drop_counters and key in self._own:
+                del self._writable_own()[key]
                 self._changed.add(key)
-            own = self._own.get(key, ())
+            own = self._own.get(key, NO_OWN_COUNTERS)
             for counter, amount in increments.items():
                 stamp = counter.family in TIMESTAMP_FAMILIES
                 if not counter.image_set_id:
@@ -186,17 +199,10 @@ class FleetState:
                     self._counters[counter] = value
                     continue
                 if not stamp:
-                    amount += next(
-                        (
-                            v
-                            for f, s, v in own
-                            if (f, s) == (counter.family, counter.workflow_status)
-                        ),
-                        0.0,
-                    )
-                own = with_own_counter(own, counter.family, counter.workflow_status, amount)
-            if own and own != self._own.get(key):
-                self._own[key] = own
+                    amount += own.get(counter.family, counter.workflow_status) or 0.0
+                own = own.with_value(counter.family, counter.workflow_status, amount)
+            if own.names and own != self._own.get(key):
+                self._writable_own()[key] = own
                 self._changed.add(key)
             return True
 
@@ -226,7 +232,8 @@ class FleetState:
                 if key in self._facts:
                     self._set_facts(key, None)
                     self._changed.add(key)
-                if self._own.pop(key, None) is not None:
+                if key in self._own:
+                    del self._writable_own()[key]
                     self._changed.add(key)
             self._counters = {
                 k: v for k, v in self._counters.items() if k.datastore_id not in gone_datastores
@@ -274,19 +281,36 @@ class FleetState:
         The values are immutable, so a shallow copy is a snapshot.
         """
         with self.lock:
+            # Lent, not copied: the next change copies first (copy on write), so a cycle with
+            # changes copies once, and a view no longer referenced frees its copy.
+            self._facts_lent = self._own_lent = True
             return (
-                MappingProxyType(dict(self._facts)),
+                MappingProxyType(self._facts),
                 MappingProxyType(dict(self._counters)),
-                MappingProxyType(dict(self._own)),
+                MappingProxyType(self._own),
             )
+
+    def _writable_facts(self) -> dict[ImageSetKey, ImageSetFacts]:
+        """Return the facts to change in place, copied first if a view holds them."""
+        if self._facts_lent:
+            self._facts = dict(self._facts)
+            self._facts_lent = False
+        return self._facts
+
+    def _writable_own(self) -> dict[ImageSetKey, OwnCounters]:
+        """Return the image sets' own counters to change in place, copied first if lent."""
+        if self._own_lent:
+            self._own = dict(self._own)
+            self._own_lent = False
+        return self._own
 
     def counter(self, key: CounterKey) -> float | None:
         """Return one counter series' value, a data store's or an image set's own."""
         with self.lock:
             if not key.image_set_id:
                 return self._counters.get(key)
-            own = self._own.get(ImageSetKey(key.datastore_id, key.image_set_id), ())
-            return next((v for f, s, v in own if (f, s) == (key.family, key.workflow_status)), None)
+            own = self._own.get(ImageSetKey(key.datastore_id, key.image_set_id), NO_OWN_COUNTERS)
+            return own.get(key.family, key.workflow_status)
 
     def in_progress(self) -> Mapping[ImageSetKey, tuple[tuple[str, float], ...]]:
         """Return the image sets with a version in progress: per status, its oldest start."""

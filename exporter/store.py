@@ -25,6 +25,7 @@ from exporter.facts import (
     totals_from,
 )
 from exporter.model import (
+    NO_OWN_COUNTERS,
     TIMESTAMP_FAMILIES,
     CounterKey,
     ImageSetKey,
@@ -312,12 +313,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Issue 16: memory holds what is exported, not every version list. Each snapshot carries its
     # exported facts, with a flag (and a partial index) for those `failures_only` shows, and
-    # each data store its aggregates, so start-up reads neither the version lists nor every row.
+    # each data store its aggregates, so start-up reads neither the version lists nor every row
+    # (the index holds the flagged rows' facts: start-up reads the index alone).
     # The facts of rows written before are derived once, after this migration (`_fill_facts`).
     """
     ALTER TABLE image_sets ADD COLUMN facts TEXT;
     ALTER TABLE image_sets ADD COLUMN notable INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX image_sets_notable ON image_sets (datastore_id, image_set_id) WHERE notable = 1;
+    CREATE INDEX image_sets_notable ON image_sets (notable, datastore_id, image_set_id, facts)
+        WHERE notable = 1;
     CREATE TABLE datastore_totals (
         datastore_id TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -458,7 +461,12 @@ class SnapshotStore:
                 "SELECT datastore_id, image_set_id, facts FROM image_sets WHERE notable = 1"
             )
             for datastore_id, image_set_id, payload in rows:
-                if datastore_id not in full:
+                known = cache.get(payload)  # most facts repeat: no decoding, no method call
+                if datastore_id in full:
+                    continue
+                if known is not None:
+                    facts[ImageSetKey(sys.intern(datastore_id), image_set_id)] = known
+                else:
                     self._add_facts(facts, datastore_id, image_set_id, payload, cache)
             # Strings and keys shared with the facts', not one copy per row: a million image
             # sets have ~300,000 counter series.
@@ -478,8 +486,9 @@ class SnapshotStore:
                     continue
                 key = ImageSetKey(intern(ds), image_set)
                 key = keys.setdefault(key, key)
-                entry = (intern(family), intern(status), float(value))
-                own[key] = (*own.get(key, ()), entry)
+                own[key] = own.get(key, NO_OWN_COUNTERS).with_value(
+                    intern(family), intern(status), float(value)
+                )
             del keys
             datastores = {
                 row[0]: DatastoreRecord(
@@ -508,7 +517,6 @@ class SnapshotStore:
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
         totals = {ds: totals_from(each) for ds, each in entries.items()}
-        own = {key: tuple(sorted(entries)) for key, entries in own.items()}
         return StoredState(facts, counters, datastores, totals, own)
 
     def _add_facts(
@@ -806,7 +814,7 @@ class SnapshotStore:
             return None
         return StoredBody(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
-    def read_exposition(self, openmetrics: bool, piece: int = 1 << 20) -> Iterator[bytes]:
+    def read_exposition(self, openmetrics: bool, piece: int = 1 << 22) -> Iterator[bytes]:
         """Yield a saved body in pieces, read as they are sent."""
         offset = 0
         while True:

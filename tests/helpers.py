@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from exporter.facts import ImageSetFacts, facts_of, totals_of
 from exporter.metrics.view import DatastoreView, FleetView
-from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, OwnCounters, with_own_counter
+from exporter.model import CounterKey, ImageSetKey, ImageSetSnapshot, OwnCounters
 from exporter.service import ExporterService
 from exporter.store import SnapshotStore, StoredState, StoreError
 
@@ -35,8 +35,8 @@ def fleet_view(
     for counter, value in sorted(counters.items()):
         if counter.image_set_id:
             key = ImageSetKey(counter.datastore_id, counter.image_set_id)
-            own[key] = with_own_counter(
-                own.get(key, ()), counter.family, counter.workflow_status, value
+            own[key] = own.get(key, OwnCounters()).with_value(
+                counter.family, counter.workflow_status, value
             )
     return FleetView(
         MappingProxyType(facts),
@@ -64,7 +64,7 @@ def flat_counters(stored: StoredState) -> dict[CounterKey, float]:
     """Return every counter a loaded state holds, data stores' and image sets' own, by key."""
     flat = dict(stored.counters)
     for key, own in stored.own.items():
-        for family, status, value in own:
+        for family, status, value in own.items():
             flat[CounterKey(family, *key, status)] = value
     return flat
 

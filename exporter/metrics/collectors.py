@@ -20,6 +20,7 @@ from exporter.model import (
     LAST_FAILURE,
     LAST_FORCED,
     NEW_VERSIONS,
+    NO_OWN_COUNTERS,
     CounterKey,
     ImageSetKey,
 )
@@ -229,7 +230,7 @@ def image_set_lines(
             f"{_IN_PROGRESS}{labels}{_status_label(status)}{format_value(at)}\n"
             for status, at in facts.in_progress
         )
-    for family, status, value in view.own_counters.get(key, ()):
+    for family, status, value in view.own_counters.get(key, NO_OWN_COUNTERS).items():
         if family == FAILED_VERSIONS:
             texts[7] += f"{_FAILED_TOTAL}{labels}{_status_label(status)}{format_value(value)}\n"
         elif family == FORCED_VERSIONS:

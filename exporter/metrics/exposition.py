@@ -14,7 +14,8 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
@@ -59,7 +60,13 @@ class Exposition:
     ) -> None:
         self._own_text = own_text
         self._own_openmetrics = own_openmetrics.removesuffix(EOF_LINE)
-        self._view = view
+        # With kept lines, the image sets' facts are the kept lines' business: holding them
+        # here too would keep a cycle-old copy of them alive as long as this exposition.
+        self._view = (
+            view
+            if kept is None
+            else replace(view, image_sets=MappingProxyType({}), own_counters=MappingProxyType({}))
+        )
         self._collectors = collectors
         self._live = live
         self._kept_lines = kept  # the per-image-set families, kept between publishes

@@ -29,7 +29,7 @@ from exporter.model import ImageSetKey
 # Image sets per chunk. Changes land at random, so with 1 % of image sets changed a chunk of n
 # is formatted again with probability ~n %; a segment also costs a fixed overhead (a full flush,
 # a CRC combination). Measured in docs/performance.md (publish scenario).
-CHUNK_SIZE = 8
+CHUNK_SIZE = 16
 
 
 class KeptImageSetLines:
@@ -38,10 +38,12 @@ class KeptImageSetLines:
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self._lock = threading.Lock()
         self._chunks: SortedChunks[ImageSetKey] = SortedChunks(len(IMAGE_SET_FAMILIES), chunk_size)
+        # The last noted view, until it is built: then let go, so that its image sets' facts
+        # (the state's, lent until its next change) are not held a cycle longer.
         self._view: FleetView | None = None
         self._pending: set[ImageSetKey] | None = None  # None: format everything
         self._depends: object = None  # what every line depends on, as of the last build
-        self._built: tuple[FleetView, tuple[Body, ...]] | None = None
+        self._built = tuple(Body((), 0, 0) for _ in IMAGE_SET_FAMILIES)
 
     def note(self, view: FleetView) -> None:
         """Take a view as it is published; its changes are formatted by the next `columns`."""
@@ -57,9 +59,7 @@ class KeptImageSetLines:
         with self._lock:
             view = self._view
             if view is None:
-                return tuple(Body((), 0, 0) for _ in IMAGE_SET_FAMILIES)
-            if self._built is not None and self._built[0] is view and self._pending == set():
-                return self._built[1]  # the other format of the same view
+                return self._built  # nothing noted since the last build
             reasons = info_reasons(view)
             depends = (
                 tuple(sorted((ds, d.per_image_set) for ds, d in view.datastores.items())),
@@ -84,6 +84,6 @@ class KeptImageSetLines:
                 ]
 
             self._chunks.rebuild(format_chunk)
-            columns = tuple(self._chunks.column_body(i) for i in range(len(IMAGE_SET_FAMILIES)))
-            self._built = (view, columns)
-            return columns
+            self._built = tuple(self._chunks.column_body(i) for i in range(len(IMAGE_SET_FAMILIES)))
+            self._view = None
+            return self._built

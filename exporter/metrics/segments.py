@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import struct
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
@@ -201,50 +202,57 @@ class CrcTree:
 
     A publish changes a few segments of every column; the tree combines again only the nodes
     above them (O(changed · log n) combinations, not one per segment). Written here because
-    zlib's crc32_combine joins two CRCs, and a column holds thousands of segments.
+    zlib's crc32_combine joins two CRCs, and a column holds thousands of segments. Each level is
+    two arrays of machine integers: at a million image sets a tree of tuples costs ~100 MB.
     """
 
     def __init__(self) -> None:
-        self._levels: list[list[tuple[int, int]]] = [[]]
+        self._crcs: list[array[int]] = [array("Q")]
+        self._sizes: list[array[int]] = [array("Q")]
 
     def reset(self, leaves: list[tuple[int, int]]) -> None:
         """Build the tree over (crc, size) leaves."""
-        self._levels = [leaves]
-        while len(self._levels[-1]) > 1:
-            below = self._levels[-1]
-            self._levels.append([self._pair(below, i) for i in range(0, len(below), 2)])
+        self._crcs = [array("Q", (crc for crc, _ in leaves))]
+        self._sizes = [array("Q", (size for _, size in leaves))]
+        while len(self._crcs[-1]) > 1:
+            crcs, sizes = self._crcs[-1], self._sizes[-1]
+            up_crcs, up_sizes = array("Q"), array("Q")
+            for index in range(0, len(crcs), 2):
+                crc, size = self._pair(crcs, sizes, index)
+                up_crcs.append(crc)
+                up_sizes.append(size)
+            self._crcs.append(up_crcs)
+            self._sizes.append(up_sizes)
 
     @staticmethod
-    def _pair(below: list[tuple[int, int]], index: int) -> tuple[int, int]:
-        left = below[index]
-        if index + 1 >= len(below):
-            return left
-        right = below[index + 1]
-        if not right[1]:
-            return left
-        if not left[1]:
-            return right
-        return _combine(left[0], right[0], right[1]), left[1] + right[1]
+    def _pair(crcs: array[int], sizes: array[int], index: int) -> tuple[int, int]:
+        if index + 1 >= len(crcs) or not sizes[index + 1]:
+            return crcs[index], sizes[index]
+        if not sizes[index]:
+            return crcs[index + 1], sizes[index + 1]
+        right = sizes[index + 1]
+        return _combine(crcs[index], crcs[index + 1], right), sizes[index] + right
 
     def update(self, changes: dict[int, tuple[int, int]]) -> None:
         """Set some leaves (position -> (crc, size)) and combine the nodes above them again."""
-        leaves = self._levels[0]
-        for position, leaf in changes.items():
-            leaves[position] = leaf
+        crcs, sizes = self._crcs[0], self._sizes[0]
+        for position, (crc, size) in changes.items():
+            crcs[position] = crc
+            sizes[position] = size
         positions = sorted(changes)
         pair = self._pair
-        for level in range(1, len(self._levels)):
-            below = self._levels[level - 1]
-            row = self._levels[level]
+        for level in range(1, len(self._crcs)):
+            below_crcs, below_sizes = self._crcs[level - 1], self._sizes[level - 1]
+            row_crcs, row_sizes = self._crcs[level], self._sizes[level]
             parents = sorted({p >> 1 for p in positions})
             for parent in parents:
-                row[parent] = pair(below, parent << 1)
+                row_crcs[parent], row_sizes[parent] = pair(below_crcs, below_sizes, parent << 1)
             positions = parents
 
     def total(self) -> tuple[int, int]:
         """Return the (crc, size) of all leaves in order."""
-        top = self._levels[-1]
-        return top[0] if top else (0, 0)
+        top_crcs, top_sizes = self._crcs[-1], self._sizes[-1]
+        return (top_crcs[0], top_sizes[0]) if top_crcs else (0, 0)
 
 
 class _Chunk(Generic[K]):
