@@ -149,11 +149,11 @@ class Body:
     parts: tuple[bytes, ...]
     crc: int
     size: int
+    length: int = -1  # compressed; -1: summed from the parts when made
 
-    @property
-    def length(self) -> int:
-        """Return the compressed length."""
-        return sum(len(part) for part in self.parts)
+    def __post_init__(self) -> None:
+        if self.length < 0:  # once, not per scrape
+            object.__setattr__(self, "length", sum(len(part) for part in self.parts))
 
 
 def gather(pieces: Iterable[Segment | Body]) -> Body:
