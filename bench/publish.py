@@ -139,7 +139,7 @@ def run(quick: bool) -> list[Figure]:
         if quick
         else ((100_000, "all"), (1_000_000, "failures_only"))
     )
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     for image_sets, mode in sizes:
         got = measure(image_sets, mode, repeats)
         size = f"{image_sets // 1000}k" if image_sets < 1_000_000 else f"{image_sets // 1_000_000}M"

@@ -27,17 +27,29 @@ from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey
 
 # Image sets per chunk. Changes land at random, so with 1 % of image sets changed a chunk of n
-# is formatted again with probability ~n %; a segment also costs a fixed overhead (a full flush,
-# a CRC combination). Measured in docs/performance.md (publish scenario).
-CHUNK_SIZE = 16
+# is formatted again with probability ~n %; each segment also costs a fixed overhead (a full
+# flush, a CRC combination, ~150 bytes of memory, a worse compression ratio). Small chunks while
+# few image sets are shown; larger ones past LARGE, where memory is what runs out first
+# (measured in docs/performance.md: publish, memory).
+SMALL_CHUNK = 8
+LARGE_CHUNK = 16
+LARGE = 150_000
+
+
+def chunk_size(shown: int) -> int:
+    """Return the image sets per chunk for a fleet showing `shown` image sets."""
+    return SMALL_CHUNK if shown <= LARGE else LARGE_CHUNK
 
 
 class KeptImageSetLines:
     """Per-image-set lines kept as compressed chunks; `columns` brings them up to the last view."""
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, size: int | None = None) -> None:
         self._lock = threading.Lock()
-        self._chunks: SortedChunks[ImageSetKey] = SortedChunks(len(IMAGE_SET_FAMILIES), chunk_size)
+        self._size = size  # None: chosen from how many image sets are shown (chunk_size)
+        self._chunks: SortedChunks[ImageSetKey] = SortedChunks(
+            len(IMAGE_SET_FAMILIES), size or SMALL_CHUNK
+        )
         # The last noted view, until it is built: then let go, so that its image sets' facts
         # (the state's, lent until its next change) are not held a cycle longer.
         self._view: FleetView | None = None
@@ -66,7 +78,8 @@ class KeptImageSetLines:
                 tuple(sorted(reasons.items())),
             )
             if self._pending is None or depends != self._depends:
-                self._chunks.reset(k for k in image_set_keys(view) if has_lines(view, k))
+                shown = [k for k in image_set_keys(view) if has_lines(view, k)]
+                self._chunks.reset(shown, self._size or chunk_size(len(shown)))
             else:
                 for key in self._pending:
                     if has_lines(view, key):

@@ -307,8 +307,13 @@ class SortedChunks(Generic[K]):
         for chunk in self._chunks:
             yield from chunk.keys
 
-    def reset(self, keys: Iterable[K]) -> None:
-        """Replace every key at once (the first render, or a change of what is shown)."""
+    def reset(self, keys: Iterable[K], size: int | None = None) -> None:
+        """Replace every key at once (the first render, or a change of what is shown).
+
+        `size`, if given, becomes the number of keys per chunk from now on.
+        """
+        if size is not None:
+            self._size = size
         ordered = sorted(keys)
         self._chunks = [
             _Chunk(ordered[i : i + self._size]) for i in range(0, len(ordered), self._size)

@@ -16,7 +16,7 @@ from exporter.metrics.collectors import (
     ImageSetCollector,
 )
 from exporter.metrics.exposition import render
-from exporter.metrics.kept import KeptImageSetLines
+from exporter.metrics.kept import LARGE, LARGE_CHUNK, SMALL_CHUNK, KeptImageSetLines, chunk_size
 from exporter.metrics.segments import (
     LIBZ_CRC32_COMBINE,
     Compressor,
@@ -108,7 +108,7 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change() -> None:
     keys = [ImageSetKey(DS, f"{rng.getrandbits(128):032x}") for _ in range(300)]
     image_sets = {k: _snapshot(rng, k) for k in keys[:200]}
     counters: dict[CounterKey, float] = {}
-    kept = KeptImageSetLines(chunk_size=4)
+    kept = KeptImageSetLines(size=4)
     rest = (EventCollector(), DatastoreCollector())
     fresh = (ImageSetCollector(), *rest)
     modes: tuple[PerImageSet, ...] = ("all", "failures_only", "none")
@@ -170,3 +170,7 @@ def test_the_crc_tree_matches_the_crc_of_the_joined_text_through_updates() -> No
     empty = CrcTree()
     empty.reset([])
     assert empty.total() == (0, 0)
+
+
+def test_chunks_are_small_for_small_fleets_and_larger_where_memory_runs_out() -> None:
+    assert chunk_size(10_000) == SMALL_CHUNK < LARGE_CHUNK == chunk_size(LARGE + 1)
