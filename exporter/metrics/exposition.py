@@ -103,7 +103,7 @@ class Exposition:
             kept = self._kept.get(openmetrics)
             restored = self._restored.get(openmetrics) if kept is None else None
         if restored is None:
-            kept = self._get(openmetrics)
+            kept = self._joined(openmetrics)
             return kept.length, kept.crc, kept.size, kept.parts
         # Saved by the last process at a stop, for this state: read from the file as it goes out.
         own = Compressor().segment(self._own_openmetrics if openmetrics else self._own_text)
@@ -150,10 +150,23 @@ class Exposition:
             kept = self._kept.get(openmetrics)
             if kept is None:
                 kept = self._build(openmetrics)
-                if kept.length <= JOIN_LIMIT:
-                    # Tens of thousands of small segments cost a scrape ~10x more to send (and
-                    # inflate) than one buffer; up to this size, a joined copy is worth its memory.
-                    kept = Body((b"".join(kept.parts),), kept.crc, kept.size, kept.length)
+                self._kept[openmetrics] = kept
+            return kept
+
+    def _joined(self, openmetrics: bool) -> Body:
+        """Return a format's body for a scrape: joined into one buffer the first time, if small.
+
+        Tens of thousands of small segments cost a scrape ~10x more to send (and inflate) than
+        one buffer; up to JOIN_LIMIT a joined copy is worth its memory. Joined at the first
+        scrape, not at the publish: a publish costs what changed.
+        """
+        kept = self._get(openmetrics)
+        if len(kept.parts) <= 1 or kept.length > JOIN_LIMIT:
+            return kept
+        with self._lock:
+            kept = self._kept[openmetrics]
+            if len(kept.parts) > 1:
+                kept = Body((b"".join(kept.parts),), kept.crc, kept.size, kept.length)
                 self._kept[openmetrics] = kept
             return kept
 
