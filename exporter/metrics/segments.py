@@ -212,8 +212,14 @@ class CrcTree:
 
     def reset(self, leaves: list[tuple[int, int]]) -> None:
         """Build the tree over (crc, size) leaves."""
-        self._crcs = [array("Q", (crc for crc, _ in leaves))]
-        self._sizes = [array("Q", (size for _, size in leaves))]
+        self.reset_arrays(
+            array("Q", (crc for crc, _ in leaves)), array("Q", (size for _, size in leaves))
+        )
+
+    def reset_arrays(self, crcs: array[int], sizes: array[int]) -> None:
+        """Build the tree over leaves given as two arrays (no tuple per leaf)."""
+        self._crcs = [crcs]
+        self._sizes = [sizes]
         while len(self._crcs[-1]) > 1:
             crcs, sizes = self._crcs[-1], self._sizes[-1]
             up_crcs, up_sizes = array("Q"), array("Q")
@@ -256,11 +262,14 @@ class CrcTree:
 
 
 class _Chunk(Generic[K]):
-    __slots__ = ("dirty", "keys", "segments")
+    # Per column, the segment's data, and its CRC and size in one array (crc0, size0, crc1, ...):
+    # no Segment object per column, which at a million image sets is ~20 MB of object headers.
+    __slots__ = ("deflated", "dirty", "keys", "sums")
 
     def __init__(self, keys: list[K]) -> None:
         self.keys = keys
-        self.segments: Sequence[Segment] = ()  # one per column, once formatted
+        self.deflated: tuple[bytes, ...] = ()  # one per column, once formatted
+        self.sums = array("Q")
         self.dirty = True  # to be formatted again
 
 
@@ -383,25 +392,30 @@ class SortedChunks(Generic[K]):
                 continue
             if compressor is None:
                 compressor = Compressor()
-            old = chunk.segments
-            segments = []
+            old, sums = chunk.deflated, chunk.sums
+            deflated: list[bytes] = []
+            new_sums = array("Q")
             for index, text in enumerate(format_chunk(chunk.keys)):
-                before = old[index] if old else None
-                if (
-                    before is not None
-                    and before.size == len(text)
-                    and (not text or before.crc == zlib.crc32(text))
-                ):
-                    segments.append(before)
-                    continue
+                if old and sums[2 * index + 1] == len(text):
+                    crc = zlib.crc32(text) if text else 0
+                    if crc == sums[2 * index]:
+                        deflated.append(old[index])
+                        new_sums.extend((crc, len(text)))
+                        continue
                 segment = compressor.segment(text)
-                segments.append(segment)
+                deflated.append(segment.deflated)
+                new_sums.extend((segment.crc, segment.size))
                 changed[index][position] = (segment.crc, segment.size)
-            chunk.segments = tuple(segments)
+            chunk.deflated = tuple(deflated)
+            chunk.sums = new_sums
             chunk.dirty = False
         for index, tree in enumerate(self._trees):
             if self._restructured:
-                tree.reset([self._leaf(c, index) for c in self._chunks])
+                crcs = array("Q", (c.sums[2 * index] if c.deflated else 0 for c in self._chunks))
+                sizes = array(
+                    "Q", (c.sums[2 * index + 1] if c.deflated else 0 for c in self._chunks)
+                )
+                tree.reset_arrays(crcs, sizes)
                 self._data[index] = [self._bytes(c, index) for c in self._chunks]
             elif changed[index]:
                 tree.update(changed[index])
@@ -412,16 +426,19 @@ class SortedChunks(Generic[K]):
 
     @staticmethod
     def _bytes(chunk: _Chunk[K], index: int) -> bytes:
-        return chunk.segments[index].deflated if chunk.segments else b""
+        return chunk.deflated[index] if chunk.deflated else b""
 
     @staticmethod
     def _leaf(chunk: _Chunk[K], index: int) -> tuple[int, int]:
-        segment = chunk.segments[index] if chunk.segments else EMPTY
-        return segment.crc, segment.size
+        if not chunk.deflated:
+            return 0, 0
+        return chunk.sums[2 * index], chunk.sums[2 * index + 1]
 
     def column(self, index: int) -> list[Segment]:
         """Return one column's segments in key order (after `rebuild`)."""
-        return [c.segments[index] for c in self._chunks if c.segments]
+        return [
+            Segment(c.deflated[index], *self._leaf(c, index)) for c in self._chunks if c.deflated
+        ]
 
     def column_body(self, index: int) -> Body:
         """Return one column as a body: its non-empty segments' data, CRC and size."""

@@ -199,3 +199,21 @@ def test_the_failure_stamp_comes_from_the_state_clock(tmp_path: Path) -> None:
     assert state.apply(ImageSetChange(change(1).snapshot, baseline=True))
     assert state.apply(change(2))
     assert state.counter(CounterKey(LAST_FAILURE, *KEY, "COPY_FAILED")) == 1_234.5
+
+
+def test_a_view_keeps_what_it_was_lent_while_the_state_changes() -> None:
+    state = FleetState(SnapshotStore(":memory:"))
+    first = ImageSetKey("d" * 32, "1" * 32)
+    second = ImageSetKey("d" * 32, "2" * 32)
+    failed = (Version(1, "IMPORT_FAILED", "A"),)
+    assert state.apply(ImageSetChange(ImageSetSnapshot(first, failed), {}))
+    facts, _, own = state.copies()
+    lent = dict(facts)
+    # Changes after the view was taken: a new image set, new counters, one forgotten.
+    assert state.apply(ImageSetChange(ImageSetSnapshot(second, failed), {}))
+    counted = CounterKey(FAILED_VERSIONS, *second, "IMPORT_FAILED")
+    assert state.apply(ImageSetChange(ImageSetSnapshot(second, failed), {counted: 1}))
+    assert state.forget([first], ["d" * 32])
+    assert dict(facts) == lent and dict(own) == {}  # the view's copies did not move
+    now, _, now_own = state.copies()
+    assert set(now) == {second} and set(now_own) == {second}
