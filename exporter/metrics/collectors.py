@@ -12,7 +12,6 @@ from exporter.metrics.view import DatastoreView, FleetView
 from exporter.model import (
     DATASTORE_STATUSES,
     FAILED_VERSIONS,
-    FAILURE_STATUSES,
     FAILURES,
     FORCED_VERSIONS,
     IMAGE_SETS_DELETED,
@@ -127,8 +126,6 @@ def image_set_families() -> tuple[Family, ...]:
 
 
 IMAGE_SET_FAMILIES = image_set_families()
-# The statuses a failed version is counted under (diff.py counts only these).
-_COUNTED_STATUSES = tuple(sorted(FAILURE_STATUSES))
 
 
 def image_set_keys(view: FleetView) -> list[ImageSetKey]:

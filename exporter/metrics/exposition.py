@@ -24,7 +24,14 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from exporter.metrics.collectors import IMAGE_SET_FAMILIES, FleetCollector
 from exporter.metrics.families import chunks
 from exporter.metrics.kept import KeptImageSetLines
-from exporter.metrics.segments import Body, Compressor, Segment, combine_crcs, gather
+from exporter.metrics.segments import (
+    GZIP_LEVEL,
+    Body,
+    Compressor,
+    Segment,
+    combine_crcs,
+    gather,
+)
 from exporter.metrics.view import FleetView
 from exporter.store import StoredBody
 
@@ -32,9 +39,6 @@ from exporter.store import StoredBody
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 EOF_LINE = b"# EOF\n"
-# Fast compression: the exposition is large and repetitive, so level 1 already shrinks it
-# about twentyfold, at a fraction of the default level's time.
-GZIP_LEVEL = 1
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as gzip.compress writes
 RAW_WBITS = -zlib.MAX_WBITS  # a bare deflate stream, wrapped in a gzip header and trailer here
 # RFC 1952: magic, deflate, no flags, no time, no extra flags, unknown OS.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import ctypes
 import ctypes.util
-import struct
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,10 +24,6 @@ from typing import Generic, TypeVar, cast
 # Fast compression: the exposition is large and repetitive, so level 1 already shrinks it
 # about twentyfold, at a fraction of the default level's time.
 GZIP_LEVEL = 1
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as gzip.compress writes
-# ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown: what gzip.compress(mtime=0) writes.
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-_FINAL_BLOCK = b"\x03\x00"  # an empty fixed-Huffman block with BFINAL set
 _ZEROS = bytes(64 * 1024)
 
 
@@ -81,7 +76,7 @@ def _crc_of_zeros(length: int, crc: int) -> int:
     return crc
 
 
-def _libz_crc32_combine() -> Callable[[int, int, int], int] | None:
+def _libz_crc32combine_crcs() -> Callable[[int, int, int], int] | None:
     """Return libz's crc32_combine, which Python's zlib module does not expose, if loadable."""
     try:
         name = ctypes.util.find_library("z")
@@ -96,7 +91,7 @@ def _libz_crc32_combine() -> Callable[[int, int, int], int] | None:
 
 
 # Read once at import: a pure function of the library, the same for every body.
-LIBZ_CRC32_COMBINE = _libz_crc32_combine()
+LIBZ_CRC32_COMBINE = _libz_crc32combine_crcs()
 
 
 def combine_crc(crc_a: int, crc_b: int, length_b: int, zeros_crc: dict[int, int]) -> int:
@@ -112,34 +107,6 @@ def combine_crc(crc_a: int, crc_b: int, length_b: int, zeros_crc: dict[int, int]
     if plain is None:
         plain = zeros_crc[length_b] = _crc_of_zeros(length_b, 0)
     return _crc_of_zeros(length_b, crc_a) ^ plain ^ crc_b
-
-
-class GzipJoiner:
-    """Joins segments into gzip bodies; remembers CRCs of zero runs between bodies."""
-
-    def __init__(self) -> None:
-        self._zeros_crc: dict[int, int] = {}
-
-    def join(self, segments: Iterable[Segment]) -> bytes:
-        """Return one gzip member holding the segments' lines in order."""
-        parts = [_GZIP_HEADER]
-        crc = 0
-        size = 0
-        zeros_crc = self._zeros_crc
-        if len(zeros_crc) > 65536:  # segment sizes are bounded; keep the cache so as well
-            zeros_crc.clear()
-        combine = LIBZ_CRC32_COMBINE
-        for segment in segments:
-            if segment.size:
-                parts.append(segment.deflated)
-                if combine is not None:
-                    crc = combine(crc, segment.crc, segment.size)
-                else:
-                    crc = combine_crc(crc, segment.crc, segment.size, zeros_crc)
-                size += segment.size
-        parts.append(_FINAL_BLOCK)
-        parts.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
-        return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +137,7 @@ def gather(pieces: Iterable[Segment | Body]) -> Body:
             parts.extend(piece.parts)
         else:
             parts.append(piece.deflated)
-        crc = _combine(crc, piece.crc, piece.size) if size else piece.crc
+        crc = combine_crcs(crc, piece.crc, piece.size) if size else piece.crc
         size += piece.size
     return Body(tuple(parts), crc, size)
 
@@ -188,10 +155,6 @@ K = TypeVar("K", bound=tuple[str, ...])
 
 def combine_crcs(crc_a: int, crc_b: int, length_b: int) -> int:
     """Return the CRC-32 of A+B from those of A and B and B's length."""
-    return _combine(crc_a, crc_b, length_b)
-
-
-def _combine(crc_a: int, crc_b: int, length_b: int) -> int:
     if LIBZ_CRC32_COMBINE is not None:
         return LIBZ_CRC32_COMBINE(crc_a, crc_b, length_b)
     return combine_crc(crc_a, crc_b, length_b, {})
@@ -237,7 +200,7 @@ class CrcTree:
         if not sizes[index]:
             return crcs[index + 1], sizes[index + 1]
         right = sizes[index + 1]
-        return _combine(crcs[index], crcs[index + 1], right), sizes[index] + right
+        return combine_crcs(crcs[index], crcs[index + 1], right), sizes[index] + right
 
     def update(self, changes: dict[int, tuple[int, int]]) -> None:
         """Set some leaves (position -> (crc, size)) and combine the nodes above them again."""
@@ -298,10 +261,6 @@ class SortedChunks(Generic[K]):
     def __len__(self) -> int:
         return self._count
 
-    def __contains__(self, key: object) -> bool:
-        found = self._find(key)  # type: ignore[arg-type]
-        return found is not None and found[2]
-
     def _find(self, key: K) -> tuple[int, int, bool] | None:
         """Return (chunk index, position in it, present) for where `key` is or would go."""
         if not self._chunks:
@@ -330,12 +289,6 @@ class SortedChunks(Generic[K]):
         self._firsts = [c.keys[0] for c in self._chunks]
         self._count = len(ordered)
         self._restructured = True
-
-    def touch(self, key: K) -> None:
-        """Mark a present key's chunk for formatting again."""
-        found = self._find(key)
-        if found is not None and found[2]:
-            self._chunks[found[0]].dirty = True
 
     def add(self, key: K) -> None:
         """Insert a key (or mark it changed, if present)."""
