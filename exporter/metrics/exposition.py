@@ -10,6 +10,7 @@ part's): no recompression of the fleet, and one gzip member, which every client 
 from __future__ import annotations
 
 import itertools
+import logging
 import struct
 import threading
 import zlib
@@ -33,7 +34,9 @@ from exporter.metrics.segments import (
     gather,
 )
 from exporter.metrics.view import FleetView
-from exporter.store import StoredBody
+from exporter.store import StoredBody, StoreError
+
+log = logging.getLogger(__name__)
 
 # Our names are all legacy-valid, so the output is plain 0.0.4, which every scraper understands.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -113,8 +116,23 @@ class Exposition:
         own = Compressor().segment(self._own_openmetrics if openmetrics else self._own_text)
         stored = restored.body
         crc = combine_crcs(own.crc, stored.crc, stored.size)
-        pieces = itertools.chain((own.deflated,), restored.read())
+        pieces = itertools.chain((own.deflated,), self._read_saved(openmetrics, restored))
         return len(own.deflated) + stored.length, crc, own.size + stored.size, pieces
+
+    def _read_saved(self, openmetrics: bool, restored: Restored) -> Iterator[bytes]:
+        """Yield the saved body; if the file fails under it, say so once and stop serving it.
+
+        The response is already under way and is cut short (the client sees an incomplete
+        body, never a wrong one); the next scrape formats the fleet instead.
+        """
+        try:
+            yield from restored.read()
+        except StoreError as exc:
+            with self._lock:
+                dropped = self._restored.pop(openmetrics, None) is not None
+            if dropped:
+                log.error("the saved exposition cannot be read (%s); formatting the fleet", exc)
+            raise
 
     def gzipped(self, openmetrics: bool) -> bytes:
         """Return a scrape's body in the negotiated format, gzipped."""

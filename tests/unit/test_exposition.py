@@ -6,12 +6,13 @@ import gzip
 import zlib
 from collections.abc import Iterator
 
+import pytest
 from prometheus_client import CollectorRegistry, Gauge, Metric
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
-from exporter.metrics.exposition import GZIP_WBITS, PROMETHEUS_DEFAULT, render
+from exporter.metrics.exposition import GZIP_WBITS, PROMETHEUS_DEFAULT, Restored, render
 from exporter.metrics.families import Family
 from exporter.metrics.own import process_registry
 from exporter.metrics.view import DatastoreView, FleetView
@@ -24,6 +25,7 @@ from exporter.model import (
     ImageSetSnapshot,
     Version,
 )
+from exporter.store import StoredBody, StoreError
 from tests.helpers import fleet_view
 
 DS = "d" * 32
@@ -156,3 +158,22 @@ def test_without_live_lines_the_formats_still_end_right() -> None:
     exposition = render(registry(), VIEW, COLLECTORS)
     assert exposition.openmetrics.endswith(b"# EOF\n")
     assert b"process_" not in exposition.text and exposition.text.endswith(b"\n")
+
+
+def test_a_saved_body_that_cannot_be_read_is_said_once_and_formatted_instead(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stored = StoredBody(length=10, crc=0, size=10, generation=0)
+
+    def failing_read() -> Iterator[bytes]:
+        yield b"\x00" * 4
+        raise StoreError("state.path x: cannot read: disk I/O error")
+
+    exposition = render(
+        registry(), VIEW, COLLECTORS, restored={True: Restored(stored, failing_read)}
+    )
+    with pytest.raises(StoreError):
+        b"".join(exposition.gzipped_parts(True)[1])  # the scrape under way is cut short
+    assert caplog.text.count("the saved exposition cannot be read") == 1
+    body = gzip.decompress(exposition.gzipped(True)).decode()  # the next one is formatted
+    assert 'image_set_id="' + KEY.image_set_id in body and body.endswith("# EOF\n")
