@@ -70,17 +70,28 @@ def ready(daemon: Daemon) -> Callable[[], bool]:
     return lambda: fetch(daemon.url + "/-/ready")[0] == 200
 
 
+def started_with_events(
+    emulator: EmulatorServer,
+    moto_server: MotoServer,
+    make_config: ConfigFactory,
+    daemon_for: Callable[..., Daemon],
+) -> tuple[Daemon, str]:
+    """A ready daemon polling hourly, and the queue (its URL) the emulator sends events to."""
+    url = make_queue(moto_server)
+    emulator.backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
+    config = make_config(poll={"interval_seconds": 3600}, events=events_section(moto_server, url))
+    daemon = daemon_for(config)
+    wait_for(ready(daemon))  # the first cycle: everything seen is a baseline
+    return daemon, url
+
+
 def test_copy_failed_shows_long_before_the_poll_interval(
     emulator: EmulatorServer,
     moto_server: MotoServer,
     make_config: ConfigFactory,
     daemon_for: Callable[..., Daemon],
 ) -> None:
-    url = make_queue(moto_server)
-    emulator.backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
-    config = make_config(poll={"interval_seconds": 3600}, events=events_section(moto_server, url))
-    daemon = daemon_for(config)
-    wait_for(ready(daemon))
+    daemon, url = started_with_events(emulator, moto_server, make_config, daemon_for)
     assert value(daemon, FAILED, image_set_id=DEMO_IMAGE_SET) == 0
     emulator.backend.add_version(DEMO_DATASTORE, DEMO_IMAGE_SET, "COPY_FAILED")
     wait_for(lambda: value(daemon, FAILED, image_set_id=DEMO_IMAGE_SET) == 1, timeout=20)
@@ -302,11 +313,8 @@ def test_an_import_job_event_reads_the_job_at_once(
     make_config: ConfigFactory,
     daemon_for: Callable[..., Daemon],
 ) -> None:
-    url = make_queue(moto_server)
-    emulator.backend.configure_events(EventSettings(queue_url=url, endpoint_url=moto_server.url))
-    config = make_config(poll={"interval_seconds": 3600}, events=events_section(moto_server, url))
-    daemon = daemon_for(config)
-    wait_for(ready(daemon))  # the first cycle: the data store's import jobs are a baseline
+    # The first cycle: the data store's import jobs are a baseline.
+    daemon, _ = started_with_events(emulator, moto_server, make_config, daemon_for)
     emulator.backend.start_import_job(
         DEMO_DATASTORE,
         status="FAILED",
