@@ -250,11 +250,23 @@ class Restored:
     read: Callable[[], Iterable[bytes]]
 
 
-def coalesce(parts: Iterable[bytes], size: int = STREAM_PIECE) -> Iterator[bytes]:
-    """Join small parts into blocks of about `size` bytes (a write or a decompress each)."""
+def coalesce(parts: Iterable[bytes], size: int = STREAM_PIECE) -> Iterator[bytes | memoryview]:
+    """Join small parts and cut large ones into blocks of about `size` bytes.
+
+    A write or a decompress each: a block inflates to ~8x its size, so whole bodies are cut
+    (one 100 MB inflated piece would be held at once, and nothing sent until it is done).
+    """
     batch: list[bytes] = []
     held = 0
     for part in parts:
+        if len(part) > size:
+            if batch:
+                yield b"".join(batch)
+                batch, held = [], 0
+            whole = memoryview(part)
+            for start in range(0, len(part), size):
+                yield whole[start : start + size]
+            continue
         batch.append(part)
         held += len(part)
         if held >= size:

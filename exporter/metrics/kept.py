@@ -22,7 +22,7 @@ from exporter.metrics.collectors import (
     image_set_lines,
     info_reasons,
 )
-from exporter.metrics.segments import Body, SortedChunks
+from exporter.metrics.segments import Body, Row, SortedChunks
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey
 
@@ -89,14 +89,10 @@ class KeptImageSetLines:
             self._pending = set()
             self._depends = depends
 
-            def format_chunk(keys: list[ImageSetKey]) -> list[bytes]:
-                rows = [image_set_lines(view, key, reasons) for key in keys]
-                return [
-                    "".join(row[index] for row in rows if row is not None).encode()
-                    for index in range(len(IMAGE_SET_FAMILIES))
-                ]
+            def format_rows(keys: list[ImageSetKey]) -> list[Row]:
+                return [image_set_lines(view, key, reasons) for key in keys]
 
-            self._chunks.rebuild(format_chunk)
+            self._chunks.rebuild(format_rows)
             self._built = tuple(self._chunks.column_body(i) for i in range(len(IMAGE_SET_FAMILIES)))
             self._view = None
             return self._built

@@ -1,10 +1,16 @@
 """Compressed pieces of an exposition, kept between polls and joined into one gzip body.
 
-A segment is the raw deflate output for a run of lines, cut by a full flush: it refers to
-nothing before it and ends on a byte boundary, so segments compressed at different times can be
-concatenated in any order into one valid deflate stream. The gzip body around them is built at
-publish time: its CRC-32 is combined from the segments' own (zlib has crc32_combine, Python's
-zlib module does not expose it; see `combine_crc`). One gzip member, so every client inflates it.
+A segment is the raw deflate output for a run of lines, ending on a byte boundary (a flush), so
+segments compressed at different times can be concatenated into one valid deflate stream. The
+gzip body around them is built at publish time: its CRC-32 is combined from the segments' own
+(zlib has crc32_combine, Python's zlib module does not expose it; see `combine_crc`). One gzip
+member, so every client inflates it.
+
+A segment compressed on its own restarts deflate's dictionary, and a chunk's lines open with the
+same metric name and labels as the chunk's before it: compressed apart, the body grows by two
+thirds. So a kept segment may be compressed against the last line of the segment that precedes
+it in the body (a preset dictionary: deflate refers back into the bytes already sent), and is
+compressed again whenever that line changes.
 
 Kept segments are what makes a publish cost follow changes: an unchanged run of lines is neither
 formatted nor compressed again.
@@ -47,11 +53,18 @@ class Compressor:
         # is 64 KiB for every segment of a few KiB; this halves its cost at the same size.
         self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 5)
 
-    def segment(self, data: bytes) -> Segment:
-        """Compress `data` into a segment that stands on its own."""
+    def segment(self, data: bytes, after: bytes = b"") -> Segment:
+        """Compress `data` into a segment; `after`: the bytes that precede it in every body.
+
+        Without `after` the segment stands on its own; with it, it refers back into them.
+        """
         if not data:
             return EMPTY
-        deflated = self._deflate.compress(data) + self._deflate.flush(zlib.Z_FULL_FLUSH)
+        if after:
+            deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 5, zdict=after)
+            deflated = deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            deflated = self._deflate.compress(data) + self._deflate.flush(zlib.Z_FULL_FLUSH)
         return Segment(deflated, zlib.crc32(data), len(data))
 
     def segments_of(self, parts: Iterable[bytes]) -> Segment:
@@ -120,7 +133,7 @@ class Body:
 
     def __post_init__(self) -> None:
         if self.length < 0:  # once, not per scrape
-            object.__setattr__(self, "length", sum(len(part) for part in self.parts))
+            object.__setattr__(self, "length", sum(map(len, self.parts)))
 
 
 def gather(pieces: Iterable[Segment | Body]) -> Body:
@@ -142,11 +155,14 @@ def gather(pieces: Iterable[Segment | Body]) -> Body:
     return Body(tuple(parts), crc, size)
 
 
-def inflate(segment: Segment) -> bytes:
-    """Return a segment's lines (for tests and the collectors' `collect`)."""
-    if not segment.size:
+def inflate(piece: Segment | Body, after: bytes = b"") -> bytes:
+    """Return the lines of a segment or body (for tests); `after` as it was compressed with."""
+    if not piece.size:
         return b""
-    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(segment.deflated)
+    data = piece.deflated if isinstance(piece, Segment) else b"".join(piece.parts)
+    if after:
+        return zlib.decompressobj(-zlib.MAX_WBITS, zdict=after).decompress(data)
+    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
 
 
 # Keys kept in order: named tuples of strings (image set keys, counter keys).
@@ -224,9 +240,32 @@ class CrcTree:
         return (top_crcs[0], top_sizes[0]) if top_crcs else (0, 0)
 
 
+# Per column and chunk, three numbers in the chunk's `sums` array: the CRC and size of its
+# text, and in one the tag of the line its segment was compressed against (high bits) and the
+# position in the chunk of the key whose line ends the text (low byte; chunks hold < 256 keys).
+_CRC, _SIZE, _AFTER = range(3)
+_SUMS = 3
+_POSITION = 0xFF
+_TAG_MASK = (1 << 55) - 1
+MAX_CHUNK = _POSITION // 2  # a chunk splits at twice its size
+
+# One formatted key: its text per column (None: the key has no lines at all).
+Row = Sequence[str] | None
+
+
+def _last_line(text: str) -> bytes:
+    return text[text.rfind("\n", 0, len(text) - 1) + 1 :].encode()
+
+
+def _tag(after: bytes) -> int:
+    """Name the bytes a segment was compressed against in 56 bits; 0: against nothing."""
+    return ((hash(after) & _TAG_MASK) << 1) | 1 if after else 0
+
+
 class _Chunk(Generic[K]):
-    # Per column, the segment's data, and its CRC and size in one array (crc0, size0, crc1, ...):
-    # no Segment object per column, which at a million image sets is ~20 MB of object headers.
+    # Per column, the segment's data, and in one array its CRC, size and the tag of the line it
+    # was compressed against (crc0, size0, after0, crc1, ...): no Segment object per column,
+    # which at a million image sets is ~20 MB of object headers.
     __slots__ = ("deflated", "dirty", "keys", "sums")
 
     def __init__(self, keys: list[K]) -> None:
@@ -282,6 +321,8 @@ class SortedChunks(Generic[K]):
         """
         if size is not None:
             self._size = size
+        if not 0 < self._size <= MAX_CHUNK:
+            raise ValueError(f"chunks hold 1 to {MAX_CHUNK} keys, not {self._size}")
         ordered = sorted(keys)
         self._chunks = [
             _Chunk(ordered[i : i + self._size]) for i in range(0, len(ordered), self._size)
@@ -331,43 +372,98 @@ class SortedChunks(Generic[K]):
             del self._chunks[index]
             del self._firsts[index]
             self._restructured = True
+            if index < len(self._chunks):  # it follows another chunk now
+                self._chunks[index].dirty = True
 
-    def rebuild(self, format_chunk: Callable[[list[K]], Sequence[bytes]]) -> None:
-        """Format and compress the dirty chunks; `format_chunk` returns one text per column.
+    def _afters(
+        self, position: int, tails: list[bytes] | None, format_rows: Callable[[list[K]], list[Row]]
+    ) -> list[bytes]:
+        """Return, per column, the line that comes right before the chunk's segment in a body.
 
-        A column whose text came out as before (same CRC and size) keeps its segment: it is
-        neither compressed again nor combined again into its column's CRC.
+        That is the last line of the chunk before, where that one has lines in the column: from
+        this pass if it was formatted in it, else from its keys that end a column, formatted
+        again (usually its last key alone).
+        """
+        columns = self._columns
+        if position == 0:
+            return [b""] * columns
+        if tails is not None:
+            return tails
+        before = self._chunks[position - 1].sums
+        ends: dict[int, list[int]] = {}
+        for index in range(columns):
+            if before[_SUMS * index + _SIZE]:
+                ends.setdefault(before[_SUMS * index + _AFTER] & _POSITION, []).append(index)
+        afters = [b""] * columns
+        keys = self._chunks[position - 1].keys
+        at = sorted(ends)
+        for end, row in zip(at, format_rows([keys[end] for end in at]), strict=True):
+            for index in ends[end]:
+                if row is not None and row[index]:
+                    afters[index] = _last_line(row[index])
+        return afters
+
+    def rebuild(self, format_rows: Callable[[list[K]], list[Row]]) -> None:
+        """Format and compress the dirty chunks; `format_rows` formats keys, one row each.
+
+        A column whose text came out as before (same CRC and size) keeps its segment, unless
+        the line it was compressed against changed: it is neither compressed again nor combined
+        again into its column's CRC. The chunk after a formatted one is checked for that.
         """
         compressor: Compressor | None = None
+        columns = self._columns
         changed: list[dict[int, tuple[int, int]]] = [{} for _ in self._trees]
+        tails: list[bytes] | None = None  # of the chunk before, if formatted in this pass
         for position, chunk in enumerate(self._chunks):
-            if not chunk.dirty:
+            if not chunk.dirty and tails is None:
+                continue
+            afters = self._afters(position, tails, format_rows)
+            tags = [_tag(after) for after in afters]
+            old, sums = chunk.deflated, chunk.sums
+            if not chunk.dirty and all(
+                sums[_SUMS * i + _AFTER] >> 8 in (0, tags[i]) for i in range(columns)
+            ):  # the lines its segments were compressed against are unchanged
+                tails = None
                 continue
             if compressor is None:
                 compressor = Compressor()
-            old, sums = chunk.deflated, chunk.sums
+            rows = format_rows(chunk.keys)
+            present = [row for row in rows if row is not None]
+            texts = zip(*present, strict=True) if present else [()] * columns
             deflated: list[bytes] = []
             new_sums = array("Q")
-            for index, text in enumerate(format_chunk(chunk.keys)):
-                if old and sums[2 * index + 1] == len(text):
-                    crc = zlib.crc32(text) if text else 0
-                    if crc == sums[2 * index]:
-                        deflated.append(old[index])
-                        new_sums.extend((crc, len(text)))
-                        continue
-                segment = compressor.segment(text)
+            tails = [b""] * columns
+            for index, lines in enumerate(texts):
+                text = "".join(lines).encode()
+                base = _SUMS * index
+                tag = tags[index] if text else 0
+                end = 0
+                if text:  # the key whose line ends the text: a next chunk follows that line
+                    for end in range(len(rows) - 1, -1, -1):
+                        row = rows[end]
+                        if row is not None and row[index]:
+                            tails[index] = _last_line(row[index])
+                            break
+                if (
+                    old
+                    and sums[base + _SIZE] == len(text)
+                    and sums[base + _AFTER] >> 8 == tag
+                    and (zlib.crc32(text) if text else 0) == sums[base + _CRC]
+                ):
+                    deflated.append(old[index])
+                    new_sums.extend((sums[base + _CRC], len(text), tag << 8 | end))
+                    continue
+                segment = compressor.segment(text, afters[index])
                 deflated.append(segment.deflated)
-                new_sums.extend((segment.crc, segment.size))
+                new_sums.extend((segment.crc, segment.size, tag << 8 | end))
                 changed[index][position] = (segment.crc, segment.size)
             chunk.deflated = tuple(deflated)
             chunk.sums = new_sums
             chunk.dirty = False
         for index, tree in enumerate(self._trees):
             if self._restructured:
-                crcs = array("Q", (c.sums[2 * index] if c.deflated else 0 for c in self._chunks))
-                sizes = array(
-                    "Q", (c.sums[2 * index + 1] if c.deflated else 0 for c in self._chunks)
-                )
+                crcs = array("Q", (self._leaf(c, index)[0] for c in self._chunks))
+                sizes = array("Q", (self._leaf(c, index)[1] for c in self._chunks))
                 tree.reset_arrays(crcs, sizes)
                 self._data[index] = [self._bytes(c, index) for c in self._chunks]
             elif changed[index]:
@@ -385,13 +481,7 @@ class SortedChunks(Generic[K]):
     def _leaf(chunk: _Chunk[K], index: int) -> tuple[int, int]:
         if not chunk.deflated:
             return 0, 0
-        return chunk.sums[2 * index], chunk.sums[2 * index + 1]
-
-    def column(self, index: int) -> list[Segment]:
-        """Return one column's segments in key order (after `rebuild`)."""
-        return [
-            Segment(c.deflated[index], *self._leaf(c, index)) for c in self._chunks if c.deflated
-        ]
+        return chunk.sums[_SUMS * index + _CRC], chunk.sums[_SUMS * index + _SIZE]
 
     def column_body(self, index: int) -> Body:
         """Return one column as a body: its non-empty segments' data, CRC and size."""

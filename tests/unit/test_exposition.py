@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 from collections.abc import Iterator
 
@@ -12,7 +13,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics import parser as openmetrics_parser
 
 from exporter.metrics.collectors import DatastoreCollector, EventCollector, ImageSetCollector
-from exporter.metrics.exposition import GZIP_WBITS, PROMETHEUS_DEFAULT, Restored, render
+from exporter.metrics.exposition import (
+    GZIP_WBITS,
+    PROMETHEUS_DEFAULT,
+    STREAM_PIECE,
+    Restored,
+    coalesce,
+    render,
+)
 from exporter.metrics.families import Family
 from exporter.metrics.own import process_registry
 from exporter.metrics.view import DatastoreView, FleetView
@@ -177,3 +185,33 @@ def test_a_saved_body_that_cannot_be_read_is_said_once_and_formatted_instead(
     assert caplog.text.count("the saved exposition cannot be read") == 1
     body = gzip.decompress(exposition.gzipped(True)).decode()  # the next one is formatted
     assert 'image_set_id="' + KEY.image_set_id in body and body.endswith("# EOF\n")
+
+
+class ManyLines:
+    """A family of `count` lines of random labels (about 8x larger plain than gzipped)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def collect(self, view: FleetView) -> Iterator[Family]:
+        rng = random.Random(4)
+        family = Family("many", "gauge", "help")
+        for _ in range(self.count):
+            family.add(f'id="{rng.getrandbits(128):032x}"', 1)
+        yield family
+
+
+def test_coalesce_joins_small_parts_and_cuts_large_ones() -> None:
+    parts = [b"a" * 10, b"b" * 10, b"c" * 95, b"d" * 5]
+    blocks = [bytes(block) for block in coalesce(parts, size=20)]
+    assert b"".join(blocks) == b"".join(parts)
+    assert all(len(block) <= 20 for block in blocks) and len(blocks) == 7
+
+
+def test_a_plain_scrape_of_a_large_body_is_inflated_piece_by_piece() -> None:
+    exposition = render(registry(), VIEW, (ManyLines(100_000),))
+    exposition.gzipped(False)  # the body, joined into one buffer at its first scrape
+    pieces = list(exposition.stream(False))
+    assert b"".join(pieces) == exposition.text and len(exposition.text) > 8 * STREAM_PIECE
+    # Never the whole body at once: each piece is what one input block inflates to.
+    assert max(map(len, pieces)) < len(exposition.text) // 4

@@ -23,6 +23,7 @@ from exporter.metrics.segments import (
     Body,
     Compressor,
     CrcTree,
+    Row,
     SortedChunks,
     combine_crc,
     gather,
@@ -79,8 +80,8 @@ def test_sorted_chunks_keep_order_through_inserts_splits_and_removals() -> None:
             kept.remove(key)
             present.discard(key)
     assert list(kept.keys()) == sorted(present) and len(kept) == len(present)
-    kept.rebuild(lambda keys: ["".join(f"{k[0]}\n" for k in keys).encode()])
-    text = b"".join(inflate(s) for s in kept.column(0)).decode()
+    kept.rebuild(lambda keys: [(f"{k[0]}\n",) for k in keys])
+    text = inflate(kept.column_body(0)).decode()
     assert text.split() == [k[0] for k in sorted(present)]
 
 
@@ -183,3 +184,86 @@ def test_the_crc_tree_matches_the_crc_of_the_joined_text_through_updates() -> No
 
 def test_chunks_are_small_for_small_fleets_and_larger_where_memory_runs_out() -> None:
     assert chunk_size(10_000) == SMALL_CHUNK < LARGE_CHUNK == chunk_size(LARGE + 1)
+
+
+class Column:
+    """Two columns of lines per key: every key has one in the first, a few in the second."""
+
+    def __init__(self, keys: int, sparse: set[str]) -> None:
+        self.values: dict[tuple[str, ...], int] = {(f"{n:02d}",): 1 for n in range(keys)}
+        self.sparse = sparse
+        self.formatted: list[str] = []
+
+    def rows(self, keys: list[tuple[str, ...]]) -> list[Row]:
+        self.formatted += [k[0] for k in keys]
+        return [
+            (
+                f'some_metric{{datastore_id="{"d" * 32}",id="{k[0]}"}} {self.values[k]}\n',
+                f'other_metric{{id="{k[0]}"}} {self.values[k]}\n' if k[0] in self.sparse else "",
+            )
+            for k in keys
+        ]
+
+    def text(self, column: int) -> bytes:
+        return "".join(r[column] for r in self.rows(sorted(self.values)) if r).encode()
+
+
+def test_a_segment_is_compressed_again_when_the_line_before_it_changes() -> None:
+    lines = Column(12, {"02", "05"})
+    kept: SortedChunks[tuple[str, ...]] = SortedChunks(2, 4)
+    kept.reset(lines.values)
+    kept.rebuild(lines.rows)
+    before = [kept.column_body(i).parts for i in (0, 1)]
+
+    def changed(column: int) -> list[int]:
+        now = kept.column_body(column).parts
+        return [i for i, (a, b) in enumerate(zip(before[column], now, strict=True)) if a is not b]
+
+    def check() -> None:
+        for column in (0, 1):
+            body = kept.column_body(column)
+            assert zlib.decompress(gzip_of(body), 16 + zlib.MAX_WBITS) == lines.text(column)
+
+    lines.values[("01",)] = 2  # inside the first chunk: its segment alone
+    kept.add(("01",))
+    kept.rebuild(lines.rows)
+    check()
+    assert changed(0) == [0] and changed(1) == []  # "01" has no line in the second column
+    before = [kept.column_body(i).parts for i in (0, 1)]
+    lines.values[("03",)] = 3  # ends the first chunk's first column: the next one follows it
+    kept.add(("03",))
+    kept.rebuild(lines.rows)
+    check()
+    assert changed(0) == [0, 1] and changed(1) == []  # "03" has no line in the second column
+    before = [kept.column_body(i).parts for i in (0, 1)]
+    lines.values[("02",)] = 4  # ends the first chunk's second column, not its first
+    kept.add(("02",))
+    kept.rebuild(lines.rows)
+    check()
+    assert changed(0) == [0] and changed(1) == [0, 1]
+    # Only the second chunk changes: the lines before it are formatted again from the keys
+    # that end the first chunk's columns, not the whole first chunk.
+    lines.formatted.clear()
+    lines.values[("05",)] = 5
+    kept.add(("05",))
+    kept.rebuild(lines.rows)
+    assert sorted(lines.formatted) == ["02", "03", "04", "05", "06", "07"]
+    check()
+    for key in ("04", "05", "06", "07"):  # a chunk gone: the one after it follows another
+        kept.remove((key,))
+        del lines.values[(key,)]
+    kept.rebuild(lines.rows)
+    check()
+
+
+def test_segments_that_follow_each_other_compress_as_one_stream_would() -> None:
+    lines = Column(400, set())
+    kept: SortedChunks[tuple[str, ...]] = SortedChunks(2, 4)
+    kept.reset(lines.values)
+    kept.rebuild(lines.rows)
+    apart = sum(
+        len(Compressor().segment("".join(r[0] for r in lines.rows([k]) if r).encode()).deflated)
+        for k in sorted(lines.values)
+    )
+    together = kept.column_body(0).length
+    assert together < apart / 2
