@@ -126,6 +126,9 @@ def image_set_families() -> tuple[Family, ...]:
 
 
 IMAGE_SET_FAMILIES = image_set_families()
+# The families before this one have lines for every image set shown (its versions, statuses,
+# latest version, info); those from it on only for some (failures, forced, in progress).
+SHOWN = 5
 
 
 def image_set_keys(view: FleetView) -> list[ImageSetKey]:
@@ -137,16 +140,25 @@ def image_set_keys(view: FleetView) -> list[ImageSetKey]:
     return [*facts, *(key for key in view.own_counters if key not in facts)]
 
 
-def has_lines(view: FleetView, key: ImageSetKey) -> bool:
-    """Tell whether `image_set_lines` gives an image set any line (without formatting them)."""
+def has_lines(view: FleetView, key: ImageSetKey, start: int = 0) -> bool:
+    """Tell whether `image_set_lines(..., start)` gives an image set any line (not formatting).
+
+    May say yes for an image set without lines, never no for one with lines.
+    """
     facts = view.image_sets.get(key)
     datastore = view.datastores.get(key.datastore_id)
     if facts is not None and not facts.deleted:
-        if shows_image_set(facts, datastore):
+        if shows_image_set(facts, datastore) and (start < SHOWN or facts.last_failure is not None):
             return True
         if facts.in_progress and _mode(datastore) != "none":
             return True
     return key in view.own_counters
+
+
+def has_shown_lines(view: FleetView, key: ImageSetKey) -> bool:
+    """Tell whether an image set has lines in the families before SHOWN."""
+    facts = view.image_sets.get(key)
+    return facts is not None and shows_image_set(facts, view.datastores.get(key.datastore_id))
 
 
 def _prefixes() -> tuple[str, ...]:
@@ -187,11 +199,17 @@ def _info_label(state: str, status: str, primary: bool | None) -> str:
 
 
 def image_set_lines(
-    view: FleetView, key: ImageSetKey, reasons: Mapping[str, frozenset[str]]
+    view: FleetView,
+    key: ImageSetKey,
+    reasons: Mapping[str, frozenset[str]],
+    start: int = 0,
+    stop: int = len(IMAGE_SET_FAMILIES),
 ) -> tuple[str, ...] | None:
-    """Return an image set's lines, one text per family of IMAGE_SET_FAMILIES; None: no lines.
+    """Return an image set's lines, a text per family of IMAGE_SET_FAMILIES[start:stop]; None: none.
 
     Formatted straight into strings (this runs for every image set a publish formats again).
+    `start` SHOWN or `stop` SHOWN formats only the families after or before those every shown
+    image set has.
     """
     ds_id, image_set_id = key
     labels = (
@@ -202,26 +220,29 @@ def image_set_lines(
     facts = view.image_sets.get(key)
     datastore = view.datastores.get(ds_id)
     if facts is not None and shows_image_set(facts, datastore):
-        texts[0] = f"{_VERSIONS}{labels}}} {_count(facts.versions)}\n"
-        texts[1] = "".join(
-            f"{_BY_STATUS}{labels}{_status_label(status)}{_count(n)}\n"
-            for status, n in facts.by_status
-        )
-        texts[2] = f"{_FORCED}{labels}}} {_count(facts.forced)}\n"
         top = facts.latest
-        if top is not None:
-            texts[3] = f"{_LATEST}{labels}}} {_count(top.version_id)}\n"
-            texts[4] = (
-                f"{_INFO}{labels}"
-                f"{_info_label(top.image_set_state, top.workflow_status, top.is_primary)}"
+        if start < SHOWN:
+            texts[0] = f"{_VERSIONS}{labels}}} {_count(facts.versions)}\n"
+            texts[1] = "".join(
+                f"{_BY_STATUS}{labels}{_status_label(status)}{_count(n)}\n"
+                for status, n in facts.by_status
             )
-        if facts.last_failure is not None:
+            texts[2] = f"{_FORCED}{labels}}} {_count(facts.forced)}\n"
+            if top is not None:
+                texts[3] = f"{_LATEST}{labels}}} {_count(top.version_id)}\n"
+                texts[4] = (
+                    f"{_INFO}{labels}"
+                    f"{_info_label(top.image_set_state, top.workflow_status, top.is_primary)}"
+                )
+        if facts.last_failure is not None and stop > SHOWN:
             status, reason = facts.last_failure
             shown = shown_reason(reason, reasons.get(ds_id, frozenset()))
             texts[5] = (
                 f"{_LAST_FAILURE}{labels},"
                 f"{label_pairs(workflow_status=status, reason=shown)}}} 1.0\n"
             )
+    if stop <= SHOWN:
+        return tuple(texts[:stop]) if any(texts) else None
     if facts is not None and facts.in_progress and not facts.deleted and _mode(datastore) != "none":
         texts[6] = "".join(
             f"{_IN_PROGRESS}{labels}{_status_label(status)}{format_value(at)}\n"
@@ -236,7 +257,7 @@ def image_set_lines(
             texts[9] += f"{_FAILURE_STAMP}{labels}{_status_label(status)}{format_value(value)}\n"
         elif family == LAST_FORCED:
             texts[10] += f"{_FORCED_STAMP}{labels}}} {format_value(value)}\n"
-    return tuple(texts) if any(texts) else None
+    return tuple(texts[start:stop]) if any(texts) else None
 
 
 class ImageSetCollector:

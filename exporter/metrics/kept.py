@@ -14,10 +14,14 @@ on to the next one, so start-up formats the fleet once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from exporter.metrics.collectors import (
     IMAGE_SET_FAMILIES,
+    SHOWN,
     has_lines,
+    has_shown_lines,
     image_set_keys,
     image_set_lines,
     info_reasons,
@@ -41,21 +45,51 @@ def chunk_size(shown: int) -> int:
     return SMALL_CHUNK if shown <= LARGE else LARGE_CHUNK
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Families IMAGE_SET_FAMILIES[start:stop], kept as chunks of the image sets they show."""
+
+    start: int
+    stop: int
+    chunks: SortedChunks[ImageSetKey]
+
+    def has_lines(self, view: FleetView, key: ImageSetKey) -> bool:
+        if self.stop <= SHOWN:
+            return has_shown_lines(view, key)
+        return has_lines(view, key, self.start)
+
+    def format_rows(
+        self, view: FleetView, reasons: dict[str, frozenset[str]]
+    ) -> Callable[[list[ImageSetKey]], list[Row]]:
+        start, stop = self.start, self.stop
+        return lambda keys: [image_set_lines(view, key, reasons, start, stop) for key in keys]
+
+
 class KeptImageSetLines:
-    """Per-image-set lines kept as compressed chunks; `columns` brings them up to the last view."""
+    """Per-image-set lines kept as compressed chunks; `columns` brings them up to the last view.
+
+    The families only some image sets have (failures, forced, in progress) are kept apart, in
+    chunks of the image sets that have them, when fewer than half of those shown do: in chunks
+    of all, most of their segments would hold one line or none, and a segment of a line or
+    two compresses to a third of its size at best (deflate's tables alone cost about that).
+    """
 
     def __init__(self, size: int | None = None) -> None:
         self._lock = threading.Lock()
         self._size = size  # None: chosen from how many image sets are shown (chunk_size)
-        self._chunks: SortedChunks[ImageSetKey] = SortedChunks(
-            len(IMAGE_SET_FAMILIES), size or SMALL_CHUNK
-        )
+        self._parts: tuple[_Part, ...] = ()
         # The last noted view, until it is built: then let go, so that its image sets' facts
         # (the state's, lent until its next change) are not held a cycle longer.
         self._view: FleetView | None = None
         self._pending: set[ImageSetKey] | None = None  # None: format everything
         self._depends: object = None  # what every line depends on, as of the last build
         self._built = tuple(Body((), 0, 0) for _ in IMAGE_SET_FAMILIES)
+
+    @property
+    def parts(self) -> int:
+        """Return in how many parts the families are kept (1, or 2 with failures apart)."""
+        with self._lock:
+            return len(self._parts)
 
     def note(self, view: FleetView) -> None:
         """Take a view as it is published; its changes are formatted by the next `columns`."""
@@ -65,6 +99,25 @@ class KeptImageSetLines:
                 self._pending = None
             elif self._pending is not None:
                 self._pending.update(view.changed)
+
+    def _reset(self, view: FleetView) -> None:
+        """Cut every image set shown into chunks again, in one part or two."""
+        shown = [k for k in image_set_keys(view) if has_lines(view, k)]
+        some = [k for k in shown if has_lines(view, k, SHOWN)]
+        every = len(IMAGE_SET_FAMILIES)
+        if 2 * len(some) > len(shown):
+            self._parts = (self._part(0, every, shown),)
+            return
+        self._parts = (
+            self._part(0, SHOWN, [k for k in shown if has_shown_lines(view, k)]),
+            self._part(SHOWN, every, some),
+        )
+
+    def _part(self, start: int, stop: int, keys: list[ImageSetKey]) -> _Part:
+        size = self._size or chunk_size(len(keys))
+        chunks: SortedChunks[ImageSetKey] = SortedChunks(stop - start, size)
+        chunks.reset(keys)
+        return _Part(start, stop, chunks)
 
     def columns(self) -> tuple[Body, ...]:
         """Return, per family of IMAGE_SET_FAMILIES, its lines as of the last noted view."""
@@ -78,21 +131,20 @@ class KeptImageSetLines:
                 tuple(sorted(reasons.items())),
             )
             if self._pending is None or depends != self._depends:
-                shown = [k for k in image_set_keys(view) if has_lines(view, k)]
-                self._chunks.reset(shown, self._size or chunk_size(len(shown)))
+                self._reset(view)
             else:
-                for key in self._pending:
-                    if has_lines(view, key):
-                        self._chunks.add(key)
-                    else:
-                        self._chunks.remove(key)
+                for part in self._parts:
+                    for key in self._pending:
+                        if part.has_lines(view, key):
+                            part.chunks.add(key)
+                        else:
+                            part.chunks.remove(key)
             self._pending = set()
             self._depends = depends
-
-            def format_rows(keys: list[ImageSetKey]) -> list[Row]:
-                return [image_set_lines(view, key, reasons) for key in keys]
-
-            self._chunks.rebuild(format_rows)
-            self._built = tuple(self._chunks.column_body(i) for i in range(len(IMAGE_SET_FAMILIES)))
+            built: list[Body] = []
+            for part in self._parts:
+                part.chunks.rebuild(part.format_rows(view, reasons))
+                built += (part.chunks.column_body(i) for i in range(part.stop - part.start))
+            self._built = tuple(built)
             self._view = None
             return self._built

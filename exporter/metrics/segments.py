@@ -224,14 +224,23 @@ class CrcTree:
         for position, (crc, size) in changes.items():
             crcs[position] = crc
             sizes[position] = size
-        positions = sorted(changes)
-        pair = self._pair
+        positions: Iterable[int] = changes
+        combine = combine_crcs
         for level in range(1, len(self._crcs)):
             below_crcs, below_sizes = self._crcs[level - 1], self._sizes[level - 1]
             row_crcs, row_sizes = self._crcs[level], self._sizes[level]
-            parents = sorted({p >> 1 for p in positions})
-            for parent in parents:
-                row_crcs[parent], row_sizes[parent] = pair(below_crcs, below_sizes, parent << 1)
+            parents = {p >> 1 for p in positions}
+            last = len(below_crcs) - 1
+            for parent in parents:  # as _pair, inlined: this runs for every changed segment
+                left = parent << 1
+                right_size = below_sizes[left + 1] if left < last else 0
+                if not right_size:
+                    row_crcs[parent], row_sizes[parent] = below_crcs[left], below_sizes[left]
+                elif not below_sizes[left]:
+                    row_crcs[parent], row_sizes[parent] = below_crcs[left + 1], right_size
+                else:
+                    row_crcs[parent] = combine(below_crcs[left], below_crcs[left + 1], right_size)
+                    row_sizes[parent] = below_sizes[left] + right_size
             positions = parents
 
     def total(self) -> tuple[int, int]:
@@ -295,6 +304,7 @@ class SortedChunks(Generic[K]):
         # one); both rebuilt whole only when chunks come or go.
         self._trees = [CrcTree() for _ in range(columns)]
         self._data: list[list[bytes]] = [[] for _ in range(columns)]
+        self._lengths = [0] * columns  # of each column's data, compressed
         self._restructured = True
 
     def __len__(self) -> int:
@@ -466,11 +476,14 @@ class SortedChunks(Generic[K]):
                 sizes = array("Q", (self._leaf(c, index)[1] for c in self._chunks))
                 tree.reset_arrays(crcs, sizes)
                 self._data[index] = [self._bytes(c, index) for c in self._chunks]
+                self._lengths[index] = sum(map(len, self._data[index]))
             elif changed[index]:
                 tree.update(changed[index])
                 data = self._data[index]
                 for position in changed[index]:
-                    data[position] = self._bytes(self._chunks[position], index)
+                    new = self._bytes(self._chunks[position], index)
+                    self._lengths[index] += len(new) - len(data[position])
+                    data[position] = new
         self._restructured = False
 
     @staticmethod
@@ -486,4 +499,4 @@ class SortedChunks(Generic[K]):
     def column_body(self, index: int) -> Body:
         """Return one column as a body: its non-empty segments' data, CRC and size."""
         crc, size = self._trees[index].total()
-        return Body(tuple(filter(None, self._data[index])), crc, size)
+        return Body(tuple(filter(None, self._data[index])), crc, size, self._lengths[index])

@@ -8,6 +8,7 @@ import struct
 import zlib
 from dataclasses import replace
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import PerImageSet
@@ -85,14 +86,17 @@ def test_sorted_chunks_keep_order_through_inserts_splits_and_removals() -> None:
     assert text.split() == [k[0] for k in sorted(present)]
 
 
-def _snapshot(rng: random.Random, key: ImageSetKey) -> ImageSetSnapshot:
-    statuses = ("IMPORTED", "COPY_FAILED", "COPYING", "UPDATE_FAILED", "UPDATED")
+def _snapshot(rng: random.Random, key: ImageSetKey, failing: float) -> ImageSetSnapshot:
+    """Versions of random statuses; with `failing` < 1, most image sets only succeed."""
+    statuses: tuple[str, ...] = ("IMPORTED", "COPY_FAILED", "COPYING", "UPDATE_FAILED", "UPDATED")
+    if rng.random() >= failing:
+        statuses = ("IMPORTED", "UPDATED", "COPIED")
     versions = tuple(
         Version(
             n,
             status := rng.choice(statuses),
             "ACTIVE",
-            forced=rng.random() < 0.2,
+            forced=rng.random() < 0.2 * failing,
             changed_at=float(n * 10) if status == "COPYING" else None,
             reason=rng.choice((None, "INVALID_REQUEST", "X_CODE")) if "FAILED" in status else None,
         )
@@ -113,10 +117,11 @@ def _view(
     return replace(view, changed=None if changed is None else frozenset(changed))
 
 
-def test_an_incremental_render_equals_a_fresh_one_after_every_change() -> None:
+@pytest.mark.parametrize("failing", [1.0, 0.1])
+def test_an_incremental_render_equals_a_fresh_one_after_every_change(failing: float) -> None:
     rng = random.Random(11)
     keys = [ImageSetKey(DS, f"{rng.getrandbits(128):032x}") for _ in range(300)]
-    image_sets = {k: _snapshot(rng, k) for k in keys[:200]}
+    image_sets = {k: _snapshot(rng, k, failing) for k in keys[:200]}
     counters: dict[CounterKey, float] = {}
     kept = KeptImageSetLines(size=4)
     rest = (EventCollector(), DatastoreCollector())
@@ -125,6 +130,7 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change() -> None:
     mode: PerImageSet = "all"
     changed: set[ImageSetKey] | None = None
     registry = CollectorRegistry()
+    parts = set()
     for step in range(25):
         touched = set()
         for key in rng.sample(keys, 15):  # new, changed, and forgotten image sets
@@ -133,7 +139,9 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change() -> None:
                 image_sets.pop(key, None)
                 counters = {k: v for k, v in counters.items() if k.image_set_id != key[1]}
                 continue
-            image_sets[key] = _snapshot(rng, key)
+            image_sets[key] = _snapshot(rng, key, failing)
+            if rng.random() >= failing:
+                continue
             counter = CounterKey(FAILED_VERSIONS, *key, "COPY_FAILED")
             counters[counter] = counters.get(counter, 0.0) + 1
             counters[counter._replace(family=LAST_FAILURE)] = float(step)
@@ -148,11 +156,14 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change() -> None:
             continue  # published but never built: its changes pass on to the next build
         incremental = render(registry, view, rest, kept=kept)
         assert incremental.text == render(registry, view, fresh).text, f"step {step}"
+        parts.add(kept.parts)
         assert incremental.openmetrics == render(registry, view, fresh).openmetrics
         if step % 5 == 0:  # the same view again changes nothing
             again = replace(view, changed=frozenset())
             kept.note(again)
             assert render(registry, again, rest, kept=kept).text == incremental.text
+    # Mostly healthy image sets keep their failures' families apart, in chunks of their own.
+    assert parts == ({1, 2} if failing < 1 else {1})
 
 
 def test_the_crc_is_combined_the_same_with_and_without_libz() -> None:
