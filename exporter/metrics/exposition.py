@@ -179,8 +179,9 @@ class Exposition:
         """Return a format's body for a scrape: joined into one buffer the first time, if small.
 
         Tens of thousands of small segments cost a scrape ~10x more to send (and inflate) than
-        one buffer; up to JOIN_LIMIT a joined copy is worth its memory. Joined at the first
-        scrape, not at the publish: a publish costs what changed.
+        one buffer; up to JOIN_LIMIT a joined copy is worth its memory. `prepare` joins the
+        formats scrapers ask for in the poll's thread (a copy, ~3 ms at 100,000 image sets),
+        so that their first scrape after a poll only sends.
         """
         kept = self._get(openmetrics)
         if len(kept.parts) <= 1 or kept.length > JOIN_LIMIT:
@@ -215,7 +216,7 @@ class Exposition:
         """Build formats now (in the poll's thread), so that scrapes only read bytes."""
         self._prepared = frozenset(formats)
         for openmetrics in self._prepared:
-            self._get(openmetrics)
+            self._joined(openmetrics)
 
     def built(self) -> frozenset[bool]:
         """Return the formats whose body exists already."""
