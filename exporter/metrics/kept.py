@@ -72,6 +72,7 @@ class KeptImageSetLines:
     chunks of the image sets that have them, when fewer than half of those shown do: in chunks
     of all, most of their segments would hold one line or none, and a segment of a line or
     two compresses to a third of its size at best (deflate's tables alone cost about that).
+    Decided whenever every image set is cut into chunks again (start-up, a change of mode).
     """
 
     def __init__(self, size: int | None = None) -> None:
