@@ -8,9 +8,9 @@ member, so every client inflates it.
 
 A segment compressed on its own restarts deflate's dictionary, and a chunk's lines open with the
 same metric name and labels as the chunk's before it: compressed apart, the body grows by two
-thirds. So a kept segment may be compressed against the last line of the segment that precedes
-it in the body (a preset dictionary: deflate refers back into the bytes already sent), and is
-compressed again whenever that line changes.
+thirds. So a kept segment may be compressed against the lines that end the segment before it in
+the body, those of its last key (a preset dictionary: deflate refers back into the bytes already
+sent), and is compressed again whenever they change.
 
 Kept segments are what makes a publish cost follow changes: an unchanged run of lines is neither
 formatted nor compressed again.
@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-# Fast compression: the exposition is large and repetitive, so level 1 already shrinks it
-# about twentyfold, at a fraction of the default level's time.
-GZIP_LEVEL = 1
+# Fast compression: the exposition is large and repetitive. On segments of a few KiB, levels
+# 1 to 3 cost the same and 3 finds more (100k image sets: 13.6 -> 13.4 MiB); 4 and above cost
+# a quarter more per segment for 1 or 2 % (docs/performance.md).
+GZIP_LEVEL = 3
 _ZEROS = bytes(64 * 1024)
 
 
@@ -250,8 +251,8 @@ class CrcTree:
 
 
 # Per column and chunk, three numbers in the chunk's `sums` array: the CRC and size of its
-# text, and in one the tag of the line its segment was compressed against (high bits) and the
-# position in the chunk of the key whose line ends the text (low byte; chunks hold < 256 keys).
+# text, and in one the tag of the lines its segment was compressed against (high bits) and the
+# position in the chunk of the key whose lines end the text (low byte; chunks hold < 256 keys).
 _CRC, _SIZE, _AFTER = range(3)
 _SUMS = 3
 _POSITION = 0xFF
@@ -262,17 +263,13 @@ MAX_CHUNK = _POSITION // 2  # a chunk splits at twice its size
 Row = Sequence[str] | None
 
 
-def _last_line(text: str) -> bytes:
-    return text[text.rfind("\n", 0, len(text) - 1) + 1 :].encode()
-
-
 def _tag(after: bytes) -> int:
     """Name the bytes a segment was compressed against in 56 bits; 0: against nothing."""
     return ((hash(after) & _TAG_MASK) << 1) | 1 if after else 0
 
 
 class _Chunk(Generic[K]):
-    # Per column, the segment's data, and in one array its CRC, size and the tag of the line it
+    # Per column, the segment's data, and in one array its CRC, size and the tag of the lines it
     # was compressed against (crc0, size0, after0, crc1, ...): no Segment object per column,
     # which at a million image sets is ~20 MB of object headers.
     __slots__ = ("deflated", "dirty", "keys", "sums")
@@ -388,11 +385,11 @@ class SortedChunks(Generic[K]):
     def _afters(
         self, position: int, tails: list[bytes] | None, format_rows: Callable[[list[K]], list[Row]]
     ) -> list[bytes]:
-        """Return, per column, the line that comes right before the chunk's segment in a body.
+        """Return, per column, the lines that come right before the chunk's segment in a body.
 
-        That is the last line of the chunk before, where that one has lines in the column: from
-        this pass if it was formatted in it, else from its keys that end a column, formatted
-        again (usually its last key alone).
+        Those are the chunk before's last key's with lines in the column: from this pass if
+        it was formatted in it, else from its keys that end a column, formatted again (usually
+        its last key alone).
         """
         columns = self._columns
         if position == 0:
@@ -410,14 +407,14 @@ class SortedChunks(Generic[K]):
         for end, row in zip(at, format_rows([keys[end] for end in at]), strict=True):
             for index in ends[end]:
                 if row is not None and row[index]:
-                    afters[index] = _last_line(row[index])
+                    afters[index] = row[index].encode()
         return afters
 
     def rebuild(self, format_rows: Callable[[list[K]], list[Row]]) -> None:
         """Format and compress the dirty chunks; `format_rows` formats keys, one row each.
 
         A column whose text came out as before (same CRC and size) keeps its segment, unless
-        the line it was compressed against changed: it is neither compressed again nor combined
+        the lines it was compressed against changed: it is neither compressed again nor combined
         again into its column's CRC. The chunk after a formatted one is checked for that.
         """
         compressor: Compressor | None = None
@@ -452,7 +449,7 @@ class SortedChunks(Generic[K]):
                     for end in range(len(rows) - 1, -1, -1):
                         row = rows[end]
                         if row is not None and row[index]:
-                            tails[index] = _last_line(row[index])
+                            tails[index] = row[index].encode()
                             break
                 if (
                     old
