@@ -83,27 +83,18 @@ def _run_size(image_sets: int, mode: str, repeats: int, checked: bool) -> list[F
     target = TARGET_SECONDS if image_sets >= 1_000_000 else TARGET_100K_SECONDS
     out = []
     for name, times in (("restart", warm), ("cold_start", cold)):
-        to_metrics = [m for _, m in times]
-        to_ready = [r for r, _ in times]
         checked_here = checked and name == "restart"
-        out += [
-            Figure(
-                f"{name}_to_metrics_{size}",
-                median(to_metrics),
-                "s",
-                median([m for _, m in empty]),
-                f"{baseline}; {_spread(to_metrics)}",
-                f"<= {target:g} s" if checked_here else "",
-                median(to_metrics) <= target if checked_here else None,
-            ),
-            Figure(
-                f"{name}_to_ready_{size}",
-                median(to_ready),
-                "s",
-                median([r for r, _ in empty]),
-                f"{baseline}; {_spread(to_ready)}",
-                f"<= {target:g} s" if checked_here else "",
-                median(to_ready) <= target if checked_here else None,
-            ),
-        ]
+        for end, index in (("metrics", 1), ("ready", 0)):
+            seconds = [pair[index] for pair in times]
+            out.append(
+                Figure(
+                    f"{name}_to_{end}_{size}",
+                    median(seconds),
+                    "s",
+                    median([pair[index] for pair in empty]),
+                    f"{baseline}; {_spread(seconds)}",
+                    f"<= {target:g} s" if checked_here else "",
+                    median(seconds) <= target if checked_here else None,
+                )
+            )
     return out
