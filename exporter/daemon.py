@@ -124,6 +124,7 @@ class Daemon:
             headers=dict(web_config.headers),
             rate_limit=web_config.rate_limit,
             telemetry_path=config.web.telemetry_path,
+            crashed=self._count_crash,
         )
         addresses = config.web.listen_addresses
         try:

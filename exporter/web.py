@@ -11,6 +11,7 @@ import math
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -70,6 +71,7 @@ class WebApp:
     headers: Mapping[str, str] = field(default_factory=dict)  # from the web config
     rate_limit: RateLimit | None = None  # from the web config; probes are not limited
     telemetry_path: str = "/metrics"  # --web.telemetry-path; the landing page links to it
+    crashed: Callable[[str], None] | None = None  # counts a request ended by a bug ("http")
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -615,7 +617,21 @@ class _Server(ThreadingHTTPServer):
         super().finish_request(request, client_address)  # type: ignore[arg-type]
 
     def handle_error(self, request: object, client_address: object) -> None:
-        log.debug("connection from %s ended with an error", client_address)
+        error = sys.exc_info()[1]
+        if error is None or isinstance(error, OSError):  # the client went away, or too slow
+            log.debug("connection from %s ended with an error", client_address)
+            return
+        # Anything else is a bug on our side (a scrape's body could not be built, say): one
+        # line and a count, as a crashed job gets; the server goes on serving.
+        log.error(
+            "request from %s failed: internal error: %s: %s",
+            client_address,
+            type(error).__name__,
+            error,
+        )
+        log.debug("request failed", exc_info=error)
+        if self.app.crashed is not None:
+            self.app.crashed("http")
 
 
 class ListenError(OSError):

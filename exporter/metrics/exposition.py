@@ -9,6 +9,7 @@ part's): no recompression of the fleet, and one gzip member, which every client 
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import struct
@@ -122,8 +123,8 @@ class Exposition:
     def _read_saved(self, openmetrics: bool, restored: Restored) -> Iterator[bytes]:
         """Yield the saved body; if the file fails under it, say so once and stop serving it.
 
-        The response is already under way and is cut short (the client sees an incomplete
-        body, never a wrong one); the next scrape formats the fleet instead.
+        The response is already under way and is cut short, as by an I/O error (the client
+        sees an incomplete body, never a wrong one); the next scrape formats the fleet instead.
         """
         try:
             yield from restored.read()
@@ -132,7 +133,7 @@ class Exposition:
                 dropped = self._restored.pop(openmetrics, None) is not None
             if dropped:
                 log.error("the saved exposition cannot be read (%s); formatting the fleet", exc)
-            raise
+            raise OSError(errno.EIO, str(exc)) from exc
 
     def gzipped(self, openmetrics: bool) -> bytes:
         """Return a scrape's body in the negotiated format, gzipped."""

@@ -451,3 +451,35 @@ def test_an_empty_host_is_every_interface_of_both_stacks_where_there_are_two() -
                 assert (_read_until_closed(sock) or b"").startswith(b"HTTP/1.1 200"), host
     finally:
         server.stop()
+
+
+class BrokenExposition:
+    """An exposition whose body cannot be built: a bug, not a client going away."""
+
+    def gzipped_parts(self, openmetrics: bool) -> tuple[int, list[bytes]]:
+        raise KeyError("a bug while building the body")
+
+    def stream(self, openmetrics: bool) -> Iterator[bytes]:
+        raise KeyError("a bug while building the body")
+        yield b""
+
+
+def test_a_request_a_bug_ends_is_said_in_one_line_counted_and_the_server_goes_on(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = ExpositionCache()
+    cache.publish(BrokenExposition())  # type: ignore[arg-type]
+    crashes: list[str] = []
+    server = serve(exposition=cache, crashed=crashes.append)
+    for encoding in ("gzip", "identity"):
+        with _connect(server) as sock:
+            sock.sendall(
+                f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {encoding}\r\n\r\n".encode()
+            )
+            _read_until_closed(sock)
+    assert crashes == ["http", "http"]
+    errors = [r for r in caplog.records if "internal error: KeyError" in r.getMessage()]
+    assert len(errors) == 2 and all(r.exc_info is None for r in errors)  # no traceback
+    with _connect(server) as sock:  # still serving
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in _read_response(sock).split(b"\r\n", 1)[0]

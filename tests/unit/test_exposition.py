@@ -180,7 +180,7 @@ def test_a_saved_body_that_cannot_be_read_is_said_once_and_formatted_instead(
     exposition = render(
         registry(), VIEW, COLLECTORS, restored={True: Restored(stored, failing_read)}
     )
-    with pytest.raises(StoreError):
+    with pytest.raises(OSError):
         b"".join(exposition.gzipped_parts(True)[1])  # the scrape under way is cut short
     assert caplog.text.count("the saved exposition cannot be read") == 1
     body = gzip.decompress(exposition.gzipped(True)).decode()  # the next one is formatted
