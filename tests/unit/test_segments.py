@@ -278,3 +278,22 @@ def test_segments_that_follow_each_other_compress_as_one_stream_would() -> None:
     )
     together = kept.column_body(0).length
     assert together < apart / 2
+
+
+def test_hostile_label_values_render_the_same_incrementally() -> None:
+    rng = random.Random(2)
+    odd = ['a"b', "c\\d", "e\nf", "ü" * 40, "", " ", '"\\\n', "x" * 300, "#", "}{"]
+    keys = [ImageSetKey(DS, f"{i:02d}{value}") for i, value in enumerate(odd)]
+    image_sets = {k: _snapshot(rng, k, 1.0) for k in keys}
+    kept = KeptImageSetLines(size=2)
+    registry = CollectorRegistry()
+    fresh = (ImageSetCollector(), EventCollector(), DatastoreCollector())
+    changed: set[ImageSetKey] | None = None
+    for step in range(6):
+        view = _view(image_sets, {}, "all", changed)
+        kept.note(view)
+        text = render(registry, view, fresh[1:], kept=kept).text
+        assert text == render(registry, view, fresh).text, f"step {step}"
+        changed = set(rng.sample(keys, 3))
+        for key in changed:  # changed lines: the chunks after them follow other bytes
+            image_sets[key] = _snapshot(rng, key, 1.0)
