@@ -140,25 +140,24 @@ def image_set_keys(view: FleetView) -> list[ImageSetKey]:
     return [*facts, *(key for key in view.own_counters if key not in facts)]
 
 
-def has_lines(view: FleetView, key: ImageSetKey, start: int = 0) -> bool:
-    """Tell whether `image_set_lines(..., start)` gives an image set any line (not formatting).
+def has_lines(
+    view: FleetView, key: ImageSetKey, start: int = 0, stop: int = len(IMAGE_SET_FAMILIES)
+) -> bool:
+    """Tell whether `image_set_lines(..., start, stop)` gives an image set any line (unformatted).
 
     May say yes for an image set without lines, never no for one with lines.
     """
     facts = view.image_sets.get(key)
     datastore = view.datastores.get(key.datastore_id)
     if facts is not None and not facts.deleted:
-        if shows_image_set(facts, datastore) and (start < SHOWN or facts.last_failure is not None):
+        failure = stop > SHOWN and facts.last_failure is not None
+        if shows_image_set(facts, datastore) and (start < SHOWN or failure):
             return True
+        if stop <= SHOWN:
+            return False
         if facts.in_progress and _mode(datastore) != "none":
             return True
-    return key in view.own_counters
-
-
-def has_shown_lines(view: FleetView, key: ImageSetKey) -> bool:
-    """Tell whether an image set has lines in the families before SHOWN."""
-    facts = view.image_sets.get(key)
-    return facts is not None and shows_image_set(facts, view.datastores.get(key.datastore_id))
+    return stop > SHOWN and key in view.own_counters
 
 
 def _prefixes() -> tuple[str, ...]:

@@ -21,7 +21,6 @@ from exporter.metrics.collectors import (
     IMAGE_SET_FAMILIES,
     SHOWN,
     has_lines,
-    has_shown_lines,
     image_set_keys,
     image_set_lines,
     info_reasons,
@@ -54,9 +53,7 @@ class _Part:
     chunks: SortedChunks[ImageSetKey]
 
     def has_lines(self, view: FleetView, key: ImageSetKey) -> bool:
-        if self.stop <= SHOWN:
-            return has_shown_lines(view, key)
-        return has_lines(view, key, self.start)
+        return has_lines(view, key, self.start, self.stop)
 
     def format_rows(
         self, view: FleetView, reasons: dict[str, frozenset[str]]
@@ -110,7 +107,7 @@ class KeptImageSetLines:
             self._parts = (self._part(0, every, shown),)
             return
         self._parts = (
-            self._part(0, SHOWN, [k for k in shown if has_shown_lines(view, k)]),
+            self._part(0, SHOWN, [k for k in shown if has_lines(view, k, 0, SHOWN)]),
             self._part(SHOWN, every, some),
         )
 

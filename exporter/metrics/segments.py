@@ -156,16 +156,6 @@ def gather(pieces: Iterable[Segment | Body]) -> Body:
     return Body(tuple(parts), crc, size)
 
 
-def inflate(piece: Segment | Body, after: bytes = b"") -> bytes:
-    """Return the lines of a segment or body (for tests); `after` as it was compressed with."""
-    if not piece.size:
-        return b""
-    data = piece.deflated if isinstance(piece, Segment) else b"".join(piece.parts)
-    if after:
-        return zlib.decompressobj(-zlib.MAX_WBITS, zdict=after).decompress(data)
-    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
-
-
 # Keys kept in order: named tuples of strings (image set keys, counter keys).
 K = TypeVar("K", bound=tuple[str, ...])
 
@@ -189,12 +179,6 @@ class CrcTree:
     def __init__(self) -> None:
         self._crcs: list[array[int]] = [array("Q")]
         self._sizes: list[array[int]] = [array("Q")]
-
-    def reset(self, leaves: list[tuple[int, int]]) -> None:
-        """Build the tree over (crc, size) leaves."""
-        self.reset_arrays(
-            array("Q", (crc for crc, _ in leaves)), array("Q", (size for _, size in leaves))
-        )
 
     def reset_arrays(self, crcs: array[int], sizes: array[int]) -> None:
         """Build the tree over leaves given as two arrays (no tuple per leaf)."""
