@@ -22,6 +22,7 @@ from exporter.metrics.exposition import GZIP_HEADER, render
 from exporter.metrics.kept import LARGE, LARGE_CHUNK, SMALL_CHUNK, KeptImageSetLines, chunk_size
 from exporter.metrics.segments import (
     LIBZ_CRC32_COMBINE,
+    MAX_CHUNK,
     Body,
     Compressor,
     CrcTree,
@@ -304,3 +305,11 @@ def test_hostile_label_values_render_the_same_incrementally() -> None:
         changed = set(rng.sample(keys, 3))
         for key in changed:  # changed lines: the chunks after them follow other bytes
             image_sets[key] = _snapshot(rng, key, 1.0)
+
+
+def test_a_chunk_size_the_position_byte_cannot_hold_is_refused() -> None:
+    chunks: SortedChunks[tuple[str, ...]] = SortedChunks(1, MAX_CHUNK + 1)
+    with pytest.raises(ValueError, match="chunks hold 1 to"):
+        chunks.reset([("a",)])
+    chunks.reset([("a",)], size=MAX_CHUNK)  # the largest that fits
+    assert list(chunks.keys()) == [("a",)]
