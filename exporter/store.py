@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -337,6 +338,13 @@ MIGRATIONS: tuple[str, ...] = (
         size INTEGER NOT NULL,
         generation INTEGER NOT NULL
     );
+    """,
+    # The saved exposition is sent as stored: its CRC-32 in the gzip trailer covers the text, so
+    # a body altered in the file would reach scrapers as a gzip error. A checksum of the stored
+    # bytes, checked at start-up (milliseconds), keeps it from being served; a row saved
+    # without one is not served either.
+    """
+    ALTER TABLE exposition ADD COLUMN checksum INTEGER;
     """,
 )
 FACTS_SCHEMA = 5  # the first schema with facts and totals
@@ -788,30 +796,46 @@ class SnapshotStore:
         try:
             with self._transaction():
                 self._db.execute(
-                    "INSERT OR REPLACE INTO exposition (openmetrics, body, crc, size, generation) "
-                    "VALUES (?, zeroblob(?), ?, ?, ?)",
+                    "INSERT OR REPLACE INTO exposition "
+                    "(openmetrics, body, crc, size, generation, checksum) "
+                    "VALUES (?, zeroblob(?), ?, ?, ?, NULL)",
                     (int(openmetrics), body.length, body.crc, body.size, body.generation),
                 )
                 # Written piece by piece into the blob: no copy of a body of tens of megabytes.
+                checksum = 0
                 with self._db.blobopen("exposition", "body", int(openmetrics)) as blob:
                     for piece in pieces:
                         blob.write(piece)
+                        checksum = zlib.crc32(piece, checksum)
+                self._db.execute(
+                    "UPDATE exposition SET checksum = ? WHERE openmetrics = ?",
+                    (checksum, int(openmetrics)),
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
 
     def saved_exposition(self, openmetrics: bool) -> StoredBody | None:
-        """Return a body saved at this file's current generation; None if none or stale."""
+        """Return a body saved at this file's current generation; None if none or stale.
+
+        Its stored bytes are checked against the checksum written with them: a body altered
+        in the file raises StoreError rather than being served.
+        """
         try:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT length(body), crc, size, generation FROM exposition "
+                    "SELECT length(body), crc, size, generation, checksum FROM exposition "
                     "WHERE openmetrics = ?",
                     (int(openmetrics),),
                 ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
-        if row is None or row[3] != self._generation:
+        if row is None or row[3] != self._generation or row[4] is None:
             return None
+        checksum = 0
+        for piece in self.read_exposition(openmetrics):
+            checksum = zlib.crc32(piece, checksum)
+        if checksum != row[4]:
+            raise StoreError(f"state.path {self.path}: the saved exposition was altered")
         return StoredBody(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     def read_exposition(self, openmetrics: bool, piece: int = 1 << 22) -> Iterator[bytes]:

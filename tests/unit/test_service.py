@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -106,9 +107,8 @@ def change(service: ExporterService, *versions: Version) -> None:
     )
 
 
-def test_a_stop_saves_the_exposition_and_the_next_start_serves_it_only_if_unchanged(
-    tmp_path: Path,
-) -> None:
+def saved_once(tmp_path: Path) -> tuple[Config, list[str]]:
+    """Run a service that publishes a failure and stops; return its config and fleet lines."""
     config = Config(
         datastores=(DatastoreSettings(DS, (IMAGE_SET,)),),
         state=StateSettings(path=str(tmp_path / "state.db")),
@@ -119,6 +119,13 @@ def test_a_stop_saves_the_exposition_and_the_next_start_serves_it_only_if_unchan
     before = fleet_lines(service.exposition())
     assert any("COPY_FAILED" in line for line in before)
     service.close()  # saves what it built
+    return config, before
+
+
+def test_a_stop_saves_the_exposition_and_the_next_start_serves_it_only_if_unchanged(
+    tmp_path: Path,
+) -> None:
+    config, before = saved_once(tmp_path)
 
     restarted = ExporterService(config)
     served = restarted.exposition()
@@ -139,3 +146,27 @@ def test_a_stop_saves_the_exposition_and_the_next_start_serves_it_only_if_unchan
         )
     finally:
         again.close()
+
+
+def test_a_saved_exposition_altered_in_the_file_is_said_once_and_formatted_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, before = saved_once(tmp_path)
+    db = sqlite3.connect(config.state.path)
+    (body,) = db.execute("SELECT body FROM exposition WHERE openmetrics = 1").fetchone()
+    altered = bytes(body[:-1]) + bytes([body[-1] ^ 0x01])  # same length, one bit flipped
+    db.execute("UPDATE exposition SET body = ? WHERE openmetrics = 1", (altered,))
+    db.commit()
+    db.close()
+
+    restarted = ExporterService(config)
+    try:
+        assert fleet_lines(restarted.exposition()) == before  # formatted, not the altered bytes
+        assert restarted.exposition().built() != frozenset()
+    finally:
+        restarted.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"not serving the saved exposition: state.path {config.state.path}: "
+        "the saved exposition was altered"
+    ]

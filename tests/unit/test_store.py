@@ -22,6 +22,7 @@ from exporter.store import (
     SCHEMA_VERSION,
     DatastoreRecord,
     SnapshotStore,
+    StoredBody,
     StoreError,
     encode_snapshot,
 )
@@ -47,6 +48,17 @@ def put(
 ) -> ImageSetFacts | None:
     """Apply a snapshot with the facts the state layer derives from it."""
     return store.apply(snapshot, facts_of(snapshot), increments, drop_counters=drop_counters)
+
+
+def old_file(path: Path | str, version: int) -> sqlite3.Connection:
+    """Open a new state file as schema `version` left it (the migrations up to it applied)."""
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:version]:
+        for statement in migration.split(";"):
+            if statement.strip():
+                db.execute(statement)
+    db.execute(f"PRAGMA user_version = {version}")
+    return db
 
 
 def test_round_trip_survives_reopen(tmp_path: Path) -> None:
@@ -184,18 +196,14 @@ def test_failures_by_reason_and_reshard_bookkeeping_persist(tmp_path: Path) -> N
 
 def test_schema_2_state_migrates_with_its_counters(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path)
-    for statement in MIGRATIONS[0].split(";") + MIGRATIONS[1].split(";"):
-        if statement.strip():
-            db.execute(statement)
+    db = old_file(path, 2)
     db.execute("INSERT INTO counters VALUES ('failed_versions', ?, ?, 'COPY_FAILED', 4)", KEY)
     db.execute("INSERT INTO datastores (datastore_id, last_success) VALUES (?, 7.0)", (KEY[0],))
-    db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
     store = SnapshotStore(str(path))
     state = store.load()
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     assert flat_counters(state) == {FAILED: 4.0}
     record = state.datastores[KEY.datastore_id]
     assert record.last_success == 7.0 and record.shard_assignment is None
@@ -231,11 +239,7 @@ def test_a_new_file_is_created_not_migrated_and_an_old_one_is_migrated(
     SnapshotStore(path).close()
     assert caplog.records == []  # nothing to say on an ordinary start
     old = str(tmp_path / "old.db")
-    db = sqlite3.connect(old)
-    for statement in MIGRATIONS[0].split(";"):
-        if statement.strip():
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 1")
+    db = old_file(old, 1)
     db.commit()
     db.close()
     SnapshotStore(old).close()
@@ -246,18 +250,13 @@ def test_a_new_file_is_created_not_migrated_and_an_old_one_is_migrated(
 
 def test_schema_4_state_gains_facts_flags_and_totals_when_migrated(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path)
-    for migration in MIGRATIONS[:4]:
-        for statement in migration.split(";"):
-            if statement.strip():
-                db.execute(statement)
+    db = old_file(path, 4)
     quiet = ImageSetKey("d" * 32, "q" * 32)
     rows = [
         (*KEY, encode_snapshot(SNAP)),
         (*quiet, '{"v":[[1,"IMPORTED","ACTIVE",0,null]],"r":[]}'),
     ]
     db.executemany("INSERT INTO image_sets VALUES (?, ?, ?, NULL)", rows)
-    db.execute("PRAGMA user_version = 4")
     db.commit()
     db.close()
     store = SnapshotStore(str(path))
@@ -267,4 +266,40 @@ def test_schema_4_state_gains_facts_flags_and_totals_when_migrated(tmp_path: Pat
         rows=2, tracked=2, forced=1, by_status={"COPIED": 1, "COPY_FAILED": 1, "IMPORTED": 1}
     )
     assert store.load(full=["d" * 32]).facts[quiet].versions == 1
+    store.close()
+
+
+def test_a_saved_exposition_is_served_only_as_it_was_written(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    store = SnapshotStore(path)
+    pieces = [b"\x01" * 3000, b"\x02" * 5000]
+    saved = StoredBody(8000, 1234, 99999, store.generation)
+    store.save_exposition(True, saved, pieces)
+    assert store.saved_exposition(True) == saved
+    assert b"".join(store.read_exposition(True, piece=1024)) == b"".join(pieces)
+    assert store.saved_exposition(False) is None  # never saved
+    store.close()
+    # A byte altered in the file, the length unchanged: refused, not served.
+    db = sqlite3.connect(path)
+    db.execute(
+        "UPDATE exposition SET body = ? WHERE openmetrics = 1",
+        (b"\x01" * 2999 + b"\x03" + b"\x02" * 5000,),
+    )
+    db.commit()
+    db.close()
+    store = SnapshotStore(path)
+    with pytest.raises(StoreError, match="saved exposition was altered"):
+        store.saved_exposition(True)
+    store.close()
+
+
+def test_an_exposition_saved_before_checksums_is_not_served(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    db = old_file(path, 5)
+    db.execute("INSERT INTO exposition VALUES (1, ?, 0, 10, 0)", (b"x" * 10,))
+    db.commit()
+    db.close()
+    store = SnapshotStore(str(path))
+    assert store.generation == 0
+    assert store.saved_exposition(True) is None  # formatted again instead
     store.close()
