@@ -38,7 +38,10 @@ JOB = "healthimaging-exporter"
 # these and nothing else: every `for:` becomes FOR, and PollStale's "> 600" becomes "> 5".
 # The event alerts (failed, forced) have no `for:` and run unchanged.
 FOR = "2s"
-THRESHOLDS = {"HealthImagingPollStale": ("> 600", "> 5")}
+THRESHOLDS = {
+    "HealthImagingPollStale": ("> 600", "> 5"),
+    "HealthImagingImportStuck": ("> 3600", "> 5"),  # SUBMITTED; IN_PROGRESS keeps its 4 h
+}
 
 
 def accelerated_rules(text: str) -> str:

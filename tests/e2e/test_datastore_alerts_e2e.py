@@ -76,3 +76,30 @@ def test_a_data_store_being_deleted_pages_and_is_not_reported_unreachable(stack:
     stack.prometheus.wait_for_query(f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} == 1')
     fired = {a["labels"]["alertname"] for a in stack.hook.alerts()}
     assert "HealthImagingDatastoreUnreachable" not in fired
+
+
+def test_a_data_store_that_failed_to_be_created_warns_and_resolves_when_active(
+    stack: Stack,
+) -> None:
+    stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "CREATE_FAILED")
+    not_active = stack.hook.wait_for_alert(
+        {"alertname": "HealthImagingDatastoreNotActive", "datastore_id": DEMO_DATASTORE},
+        timeout=40,
+    )
+    assert not_active["labels"] == {
+        "alertname": "HealthImagingDatastoreNotActive",
+        "severity": "warning",
+        "datastore_id": DEMO_DATASTORE,
+        "datastore_status": "CREATE_FAILED",
+    }
+    assert not_active["annotations"]["runbook_url"].endswith("#healthimagingdatastorenotactive")
+    stack.prometheus.wait_for_query(f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} == 0')
+    assert stack.prometheus.query(rule_expr("HealthImagingDatastoreUnreachable")) == []
+    stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "ACTIVE")
+    stack.hook.wait_for_alert(
+        {"alertname": "HealthImagingDatastoreNotActive", "datastore_id": DEMO_DATASTORE},
+        status="resolved",
+        timeout=60,
+    )
+    fired = {a["labels"]["alertname"] for a in stack.hook.alerts()}
+    assert fired == {"HealthImagingDatastoreNotActive"}  # not Unreachable, not Deleting

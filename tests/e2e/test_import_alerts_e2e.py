@@ -91,3 +91,35 @@ def test_a_failed_job_and_a_job_with_failed_files_each_page_once(stack: Stack) -
         ("firing", "HealthImagingImportCompletedWithFailedFiles"),
         ("firing", "HealthImagingImportJobFailed"),
     ]
+
+
+def test_a_job_stuck_in_submitted_warns_once_and_resolves_when_it_moves_on(stack: Stack) -> None:
+    backend = stack.emulator.backend
+    job_id = backend.start_import_job(DEMO_DATASTORE, submitted_seconds=3600)
+    stuck = stack.hook.wait_for_alert(
+        {"alertname": "HealthImagingImportStuck", "datastore_id": DEMO_DATASTORE}, timeout=60
+    )
+    # Per data store and status: never the job's id or name (unbounded) as a label.
+    assert stuck["labels"] == {
+        "alertname": "HealthImagingImportStuck",
+        "severity": "warning",
+        "datastore_id": DEMO_DATASTORE,
+        "job_status": "SUBMITTED",
+    }
+    assert stuck["annotations"]["runbook_url"].endswith("#healthimagingimportstuck")
+    assert job_id not in str(stuck)
+    backend.set_import_job_outcome(DEMO_DATASTORE, job_id, "COMPLETED", now=True)
+    stack.hook.wait_for_alert(
+        {"alertname": "HealthImagingImportStuck", "datastore_id": DEMO_DATASTORE},
+        status="resolved",
+        timeout=60,
+    )
+    notes = [
+        (payload["receiver"], alert["status"])
+        for payload in stack.hook.payloads
+        for alert in payload["alerts"]
+        if alert["labels"]["alertname"] == "HealthImagingImportStuck"
+    ]
+    # A warning: not paged; on the default receiver, once firing and once resolved.
+    assert [receiver for receiver, _ in notes if receiver == PAGER] == []
+    assert sorted(status for _, status in notes) == ["firing", "resolved"]
