@@ -809,7 +809,7 @@ class SnapshotStore:
                         checksum = zlib.crc32(piece, checksum)
                 self._db.execute(
                     "UPDATE exposition SET checksum = ? WHERE openmetrics = ?",
-                    (checksum, int(openmetrics)),
+                    (_seal(checksum, body.crc, body.size), int(openmetrics)),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"state.path {self.path}: cannot write: {exc}") from None
@@ -831,12 +831,13 @@ class SnapshotStore:
             raise StoreError(f"state.path {self.path}: cannot read: {exc}") from None
         if row is None or row[3] != self._generation or row[4] is None:
             return None
+        length, crc, size, generation, sealed = row
         checksum = 0
         for piece in self.read_exposition(openmetrics):
             checksum = zlib.crc32(piece, checksum)
-        if checksum != row[4]:
+        if not all(isinstance(v, int) for v in row) or _seal(checksum, crc, size) != sealed:
             raise StoreError(f"state.path {self.path}: the saved exposition was altered")
-        return StoredBody(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        return StoredBody(length, crc, size, generation)
 
     def read_exposition(self, openmetrics: bool, piece: int = 1 << 22) -> Iterator[bytes]:
         """Yield a saved body in pieces, read as they are sent."""
@@ -866,6 +867,11 @@ class SnapshotStore:
         """Close the database; the WAL is checkpointed by SQLite."""
         with self._lock:
             self._db.close()
+
+
+def _seal(checksum: int, crc: int, size: int) -> int:
+    """Extend a checksum of a saved body's bytes over the CRC and size its gzip trailer shows."""
+    return zlib.crc32(f"{crc} {size}".encode(), checksum)
 
 
 class _Transaction:

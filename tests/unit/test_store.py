@@ -290,6 +290,15 @@ def test_a_saved_exposition_is_served_only_as_it_was_written(tmp_path: Path) -> 
     store = SnapshotStore(path)
     with pytest.raises(StoreError, match="saved exposition was altered"):
         store.saved_exposition(True)
+    # The bytes as written, but the trailer's CRC or size altered, or not a number at all.
+    for column, value in (("crc", 1235), ("size", 99998), ("crc", "1234x")):
+        store.save_exposition(True, saved, pieces)
+        db = sqlite3.connect(path)
+        db.execute(f"UPDATE exposition SET {column} = ? WHERE openmetrics = 1", (value,))
+        db.commit()
+        db.close()
+        with pytest.raises(StoreError, match="saved exposition was altered"):
+            store.saved_exposition(True)
     store.close()
 
 
