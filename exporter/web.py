@@ -105,6 +105,25 @@ def send_gathered(sock: socket.socket, parts: Iterable[bytes]) -> None:
     _send_batch(sock, batch)
 
 
+class BodyLengthError(RuntimeError):
+    """A body came to another length than the one its headers declared (a bug, not a client)."""
+
+
+def send_exactly(sock: socket.socket, pieces: Iterable[bytes], length: int) -> None:
+    """Send a body whose headers declared `length` bytes; never more, and say if it was less.
+
+    A longer body would be read by the client as the start of the next response.
+    """
+    left = length
+    for piece in pieces:
+        if len(piece) > left:
+            raise BodyLengthError(f"the body runs past its declared {length} bytes")
+        sock.sendall(piece)
+        left -= len(piece)
+    if left:
+        raise BodyLengthError(f"the body ended {left} bytes short of its declared {length}")
+
+
 def _send_batch(sock: socket.socket, batch: list[bytes | memoryview]) -> None:
     start = 0
     while start < len(batch):
@@ -422,25 +441,15 @@ class _Handler(BaseHTTPRequestHandler):
                 send_gathered(self.connection, parts)
             return
         # Plain: the kept gzip, decompressed as it goes out, never whole in memory.
+        length, pieces = exposition.plain_parts(openmetrics)
+        headers["Content-Length"] = str(length)
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         for name, value in {**self.server.app.headers, **headers}.items():
             self.send_header(name, value)
-        if self.request_version == "HTTP/1.0":
-            self.close_connection = True  # the end of the body is the end of the connection
-            self.end_headers()
-            if self.command != "HEAD":
-                for piece in exposition.stream(openmetrics):
-                    self.wfile.write(piece)
-            return
-        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        if self.command == "HEAD":
-            return
-        for piece in exposition.stream(openmetrics):
-            if piece:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-        self.wfile.write(b"0\r\n\r\n")
+        if self.command != "HEAD":
+            send_exactly(self.connection, pieces, length)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.

@@ -149,15 +149,17 @@ class Exposition:
         with self._lock:
             return self._fleet.get(openmetrics)
 
-    def stream(self, openmetrics: bool) -> Iterator[bytes]:
-        """Yield a scrape's body in the negotiated format, uncompressed, piece by piece."""
+    def plain_parts(self, openmetrics: bool) -> tuple[int, Iterator[bytes]]:
+        """Return a scrape's body uncompressed: its length, and its pieces, inflated as sent.
+
+        The length is known before anything is inflated (the kept size and the live lines), so
+        a client can read the body into one buffer instead of decoding chunks.
+        """
         with self._lock:
             self._served.add(openmetrics)
-        decompressor = zlib.decompressobj(RAW_WBITS)
-        for block in coalesce(self._body(openmetrics)[3]):
-            yield decompressor.decompress(block)
-        yield decompressor.flush()
-        yield self._tail(openmetrics)
+        size, pieces = self._body(openmetrics)[2:]
+        tail = self._tail(openmetrics)
+        return size + len(tail), _inflated(pieces, tail)
 
     def _tail(self, openmetrics: bool) -> bytes:
         """The lines rendered per scrape: the process's own metrics, then OpenMetrics' end."""
@@ -250,6 +252,14 @@ class Restored:
 
     body: StoredBody
     read: Callable[[], Iterable[bytes]]
+
+
+def _inflated(pieces: Iterable[bytes], tail: bytes) -> Iterator[bytes]:
+    decompressor = zlib.decompressobj(RAW_WBITS)
+    for block in coalesce(pieces):
+        yield decompressor.decompress(block)
+    yield decompressor.flush()
+    yield tail
 
 
 def coalesce(parts: Iterable[bytes], size: int = STREAM_PIECE) -> Iterator[bytes | memoryview]:

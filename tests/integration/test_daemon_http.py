@@ -187,6 +187,7 @@ def test_plain_bodies_stream_over_http_1_0_and_head_sends_none(
     head, _, body = answer.partition(b"\r\n\r\n")
     # A 1.1 status line is right (RFC 9110); what matters is no chunking for a 1.0 client.
     assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert f"Content-Length: {len(body)}\r\n".encode() in head + b"\r\n"
     assert body.startswith(b"# HELP") and b"healthimaging_up{" in body
     status, _, body = fetch(daemon.url + "/metrics", method="HEAD")
     assert status == 200 and body == b""

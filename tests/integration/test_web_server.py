@@ -459,9 +459,8 @@ class BrokenExposition:
     def gzipped_parts(self, openmetrics: bool) -> tuple[int, list[bytes]]:
         raise KeyError("a bug while building the body")
 
-    def stream(self, openmetrics: bool) -> Iterator[bytes]:
+    def plain_parts(self, openmetrics: bool) -> tuple[int, Iterator[bytes]]:
         raise KeyError("a bug while building the body")
-        yield b""
 
 
 def test_a_request_a_bug_ends_is_said_in_one_line_counted_and_the_server_goes_on(

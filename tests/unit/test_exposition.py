@@ -88,7 +88,9 @@ def test_prepared_formats_are_built_once_and_scrapes_are_remembered() -> None:
     assert gzip.decompress(body).endswith(b"# EOF\n")
     assert exposition.gzipped(True) == body and counter.calls == 1
     assert exposition.wanted() == PROMETHEUS_DEFAULT
-    plain = b"".join(exposition.stream(False))  # a plain scrape: the text format's gzip, inflated
+    plain = b"".join(
+        exposition.plain_parts(False)[1]
+    )  # a plain scrape: the text format's gzip, inflated
     assert counter.calls == 2
     assert plain == exposition.text and b"# TYPE x gauge" in plain
     assert exposition.wanted() == {True, False}
@@ -146,7 +148,7 @@ def test_live_lines_are_collected_per_scrape_and_come_last() -> None:
     assert "tick 1.0\n" in first and "tick 2.0\n" in second
     assert first.replace("tick 1.0", "tick 2.0") == second
     assert second.index('x{a="b"}') < second.index("tick 2.0")
-    om = b"".join(exposition.stream(True)).decode()
+    om = b"".join(exposition.plain_parts(True)[1]).decode()
     assert om.endswith("tick 3.0\n# EOF\n") and om.count("# EOF") == 1
     assert counter.calls == 2  # the fleet was formatted once per format, not per scrape
 
@@ -211,7 +213,9 @@ def test_coalesce_joins_small_parts_and_cuts_large_ones() -> None:
 def test_a_plain_scrape_of_a_large_body_is_inflated_piece_by_piece() -> None:
     exposition = render(registry(), VIEW, (ManyLines(100_000),))
     exposition.gzipped(False)  # the body, joined into one buffer at its first scrape
-    pieces = list(exposition.stream(False))
+    length, parts = exposition.plain_parts(False)
+    pieces = list(parts)
     assert b"".join(pieces) == exposition.text and len(exposition.text) > 8 * STREAM_PIECE
+    assert length == len(exposition.text)  # declared before a byte is inflated
     # Never the whole body at once: each piece is what one input block inflates to.
     assert max(map(len, pieces)) < len(exposition.text) // 4
