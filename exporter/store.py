@@ -9,11 +9,12 @@ import os
 import sqlite3
 import sys
 import threading
-import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from zlib_ng import zlib_ng
 
 from exporter.facts import (
     DatastoreTotals,
@@ -806,7 +807,7 @@ class SnapshotStore:
                 with self._db.blobopen("exposition", "body", int(openmetrics)) as blob:
                     for piece in pieces:
                         blob.write(piece)
-                        checksum = zlib.crc32(piece, checksum)
+                        checksum = zlib_ng.crc32(piece, checksum)
                 self._db.execute(
                     "UPDATE exposition SET checksum = ? WHERE openmetrics = ?",
                     (_seal(checksum, body.crc, body.size), int(openmetrics)),
@@ -834,7 +835,7 @@ class SnapshotStore:
         length, crc, size, generation, sealed = row
         checksum = 0
         for piece in self.read_exposition(openmetrics):
-            checksum = zlib.crc32(piece, checksum)
+            checksum = zlib_ng.crc32(piece, checksum)
         if not all(isinstance(v, int) for v in row) or _seal(checksum, crc, size) != sealed:
             raise StoreError(f"state.path {self.path}: the saved exposition was altered")
         return StoredBody(length, crc, size, generation)
@@ -871,7 +872,7 @@ class SnapshotStore:
 
 def _seal(checksum: int, crc: int, size: int) -> int:
     """Extend a checksum of a saved body's bytes over the CRC and size its gzip trailer shows."""
-    return zlib.crc32(f"{crc} {size}".encode(), checksum)
+    return zlib_ng.crc32(f"{crc} {size}".encode(), checksum)
 
 
 class _Transaction:

@@ -14,7 +14,6 @@ import itertools
 import logging
 import struct
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from types import MappingProxyType
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
+from zlib_ng import zlib_ng
 
 from exporter.metrics.collectors import IMAGE_SET_FAMILIES, FleetCollector
 from exporter.metrics.families import chunks
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 EOF_LINE = b"# EOF\n"
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as gzip.compress writes
-RAW_WBITS = -zlib.MAX_WBITS  # a bare deflate stream, wrapped in a gzip header and trailer here
+GZIP_WBITS = 16 + zlib_ng.MAX_WBITS  # a gzip container, as gzip.compress writes
+RAW_WBITS = -zlib_ng.MAX_WBITS  # a bare deflate stream, wrapped in a gzip header and trailer here
 # RFC 1952: magic, deflate, no flags, no time, no extra flags, unknown OS.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
@@ -97,9 +97,9 @@ class Exposition:
     def _parts(self, openmetrics: bool) -> tuple[int, Iterable[bytes]]:
         length, crc, size, pieces = self._body(openmetrics)
         tail = self._tail(openmetrics)
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, RAW_WBITS)
+        compressor = zlib_ng.compressobj(GZIP_LEVEL, zlib_ng.DEFLATED, RAW_WBITS)
         last = compressor.compress(tail) + compressor.flush()
-        crc = zlib.crc32(tail, crc)
+        crc = zlib_ng.crc32(tail, crc)
         size = (size + len(tail)) & 0xFFFFFFFF
         trailer = last + struct.pack("<II", crc, size)
         total = len(GZIP_HEADER) + length + len(trailer)
@@ -238,12 +238,12 @@ class Exposition:
     @property
     def text(self) -> bytes:
         """Return the whole Prometheus text format (for --once and tests; not a scrape)."""
-        return zlib.decompress(b"".join(self._parts(False)[1]), GZIP_WBITS)
+        return zlib_ng.decompress(b"".join(self._parts(False)[1]), GZIP_WBITS)
 
     @property
     def openmetrics(self) -> bytes:
         """Return the whole OpenMetrics body (not a scrape)."""
-        return zlib.decompress(b"".join(self._parts(True)[1]), GZIP_WBITS)
+        return zlib_ng.decompress(b"".join(self._parts(True)[1]), GZIP_WBITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +255,7 @@ class Restored:
 
 
 def _inflated(pieces: Iterable[bytes], tail: bytes) -> Iterator[bytes]:
-    decompressor = zlib.decompressobj(RAW_WBITS)
+    decompressor = zlib_ng.decompressobj(RAW_WBITS)
     for block in coalesce(pieces):
         yield decompressor.decompress(block)
     yield decompressor.flush()

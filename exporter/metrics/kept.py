@@ -29,19 +29,20 @@ from exporter.metrics.segments import Body, Row, SortedChunks
 from exporter.metrics.view import FleetView
 from exporter.model import ImageSetKey
 
-# Image sets per chunk. Changes land at random, so with 1 % of image sets changed a chunk of n
-# is formatted again with probability ~n %; each segment also costs a fixed overhead (a full
-# flush, a CRC combination, ~150 bytes of memory, a worse compression ratio). Small chunks while
-# few image sets are shown; larger ones past LARGE, where memory is what runs out first
-# (measured in docs/performance.md: publish, memory).
-SMALL_CHUNK = 8
-LARGE_CHUNK = 16
-LARGE = 150_000
+# Image sets per chunk. Changes land at random, so a publish formats and compresses again about
+# one chunk per changed image set; each segment, on the other hand, is a deflate block that every
+# reader of the body inflates (a table build each: docs/performance.md) and compresses worse
+# than a longer one. So chunks are as large as keeps a publish after 1 % of the shown image sets
+# changed formatting as many image sets as one at 100,000 with chunks of 16 (which meets the
+# 0.2 s target), between 16 and 64: 64 up to 25,000 shown, 16 from 100,000.
+CHUNK = 16
+LARGEST_CHUNK = 64
+_FORMATTED = 100_000 * CHUNK  # shown image sets times image sets per chunk
 
 
 def chunk_size(shown: int) -> int:
     """Return the image sets per chunk for a fleet showing `shown` image sets."""
-    return SMALL_CHUNK if shown <= LARGE else LARGE_CHUNK
+    return max(CHUNK, min(LARGEST_CHUNK, _FORMATTED // max(shown, 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,12 @@ class _Part:
         return lambda keys: [image_set_lines(view, key, reasons, start, stop) for key in keys]
 
 
+def _part(start: int, stop: int, keys: list[ImageSetKey], size: int) -> _Part:
+    chunks: SortedChunks[ImageSetKey] = SortedChunks(stop - start, size)
+    chunks.reset(keys)
+    return _Part(start, stop, chunks)
+
+
 class KeptImageSetLines:
     """Per-image-set lines kept as compressed chunks; `columns` brings them up to the last view.
 
@@ -72,9 +79,10 @@ class KeptImageSetLines:
     Decided whenever every image set is cut into chunks again (start-up, a change of mode).
     """
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, sizing: Callable[[int], int] = chunk_size) -> None:
         self._lock = threading.Lock()
-        self._size = size  # None: chosen from how many image sets are shown (chunk_size)
+        self._sizing = sizing  # image sets per chunk for a number shown
+        self._size = 0  # as of the last cut
         self._parts: tuple[_Part, ...] = ()
         # The last noted view, until it is built: then let go, so that its image sets' facts
         # (the state's, lent until its next change) are not held a cycle longer.
@@ -82,6 +90,12 @@ class KeptImageSetLines:
         self._pending: set[ImageSetKey] | None = None  # None: format everything
         self._depends: object = None  # what every line depends on, as of the last build
         self._built = tuple(Body((), 0, 0) for _ in IMAGE_SET_FAMILIES)
+
+    @property
+    def chunk(self) -> int:
+        """Return the image sets per chunk the fleet was last cut into (0: not yet)."""
+        with self._lock:
+            return self._size
 
     @property
     def parts(self) -> int:
@@ -103,19 +117,15 @@ class KeptImageSetLines:
         shown = [k for k in image_set_keys(view) if has_lines(view, k)]
         some = [k for k in shown if has_lines(view, k, SHOWN)]
         every = len(IMAGE_SET_FAMILIES)
+        # One size for both parts: changes to the image sets with failures land in both.
+        size = self._size = self._sizing(len(shown))
         if 2 * len(some) > len(shown):
-            self._parts = (self._part(0, every, shown),)
+            self._parts = (_part(0, every, shown, size),)
             return
         self._parts = (
-            self._part(0, SHOWN, [k for k in shown if has_lines(view, k, 0, SHOWN)]),
-            self._part(SHOWN, every, some),
+            _part(0, SHOWN, [k for k in shown if has_lines(view, k, 0, SHOWN)], size),
+            _part(SHOWN, every, some, size),
         )
-
-    def _part(self, start: int, stop: int, keys: list[ImageSetKey]) -> _Part:
-        size = self._size or chunk_size(len(keys))
-        chunks: SortedChunks[ImageSetKey] = SortedChunks(stop - start, size)
-        chunks.reset(keys)
-        return _Part(start, stop, chunks)
 
     def columns(self) -> tuple[Body, ...]:
         """Return, per family of IMAGE_SET_FAMILIES, its lines as of the last noted view."""
@@ -137,6 +147,12 @@ class KeptImageSetLines:
                             part.chunks.add(key)
                         else:
                             part.chunks.remove(key)
+                # A fleet that grew (a backfill) or shrank past twice or half the size its
+                # chunks were cut for is cut again: one full format, for publishes that cost
+                # what the fleet's size allows from then on.
+                wanted = self._sizing(len(self._parts[0].chunks)) if self._parts else 0
+                if not self._size // 2 < wanted < 2 * self._size:
+                    self._reset(view)
             self._pending = set()
             self._depends = depends
             built: list[Body] = []

@@ -3,8 +3,7 @@
 A segment is the raw deflate output for a run of lines, ending on a byte boundary (a flush), so
 segments compressed at different times can be concatenated into one valid deflate stream. The
 gzip body around them is built at publish time: its CRC-32 is combined from the segments' own
-(zlib has crc32_combine, Python's zlib module does not expose it; see `combine_crc`). One gzip
-member, so every client inflates it.
+(crc32_combine). One gzip member, so every client inflates it.
 
 A segment compressed on its own restarts deflate's dictionary, and a chunk's lines open with the
 same metric name and labels as the chunk's before it: compressed apart, the body grows by two
@@ -13,25 +12,26 @@ the body, those of its last key (a preset dictionary: deflate refers back into t
 sent), and is compressed again whenever they change.
 
 Kept segments are what makes a publish cost follow changes: an unchanged run of lines is neither
-formatted nor compressed again.
+formatted nor compressed again. Their price is a deflate block per segment, whose Huffman tables
+every reader builds before inflating it: zlib-ng (a zlib with the same format and interface)
+inflates such a body in 70 % of zlib's time and deflates segments faster, and exposes
+crc32_combine, which Python's zlib module does not (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import bisect
-import ctypes
-import ctypes.util
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
-# Fast compression: the exposition is large and repetitive. On segments of a few KiB, levels
-# 1 to 3 cost the same and 3 finds more (100k image sets: 13.6 -> 13.4 MiB); 4 and above cost
-# a quarter more per segment for 1 or 2 % (docs/performance.md).
+from zlib_ng import zlib_ng
+
+# Fast compression: the exposition is large and repetitive. zlib-ng's level 1 writes fixed
+# Huffman codes only (a third larger); 2 and 3 differ little (100k image sets: 12.19 and 12.14
+# MiB) and 4 to 6 find 2 to 4 % more for more time per segment (docs/performance.md).
 GZIP_LEVEL = 3
-_ZEROS = bytes(64 * 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +50,9 @@ class Compressor:
     """Cuts one deflate stream into independent segments (one stream: no setup per segment)."""
 
     def __init__(self) -> None:
-        # memLevel 5: a full flush clears the match hash table, which at the default level (8)
-        # is 64 KiB for every segment of a few KiB; this halves its cost at the same size.
-        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 5)
+        # memLevel 5: buffers for 2,048 symbols per deflate block, more than a segment of a few
+        # KiB of lines takes (zlib-ng's match table does not depend on it); less to allocate.
+        self._deflate = zlib_ng.compressobj(GZIP_LEVEL, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 5)
 
     def segment(self, data: bytes, after: bytes = b"") -> Segment:
         """Compress `data` into a segment; `after`: the bytes that precede it in every body.
@@ -62,11 +62,13 @@ class Compressor:
         if not data:
             return EMPTY
         if after:
-            deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 5, zdict=after)
-            deflated = deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH)
+            deflate = zlib_ng.compressobj(
+                GZIP_LEVEL, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS, 5, zdict=after
+            )
+            deflated = deflate.compress(data) + deflate.flush(zlib_ng.Z_SYNC_FLUSH)
         else:
-            deflated = self._deflate.compress(data) + self._deflate.flush(zlib.Z_FULL_FLUSH)
-        return Segment(deflated, zlib.crc32(data), len(data))
+            deflated = self._deflate.compress(data) + self._deflate.flush(zlib_ng.Z_FULL_FLUSH)
+        return Segment(deflated, zlib_ng.crc32(data), len(data))
 
     def segments_of(self, parts: Iterable[bytes]) -> Segment:
         """Compress a run of parts as they come into one segment (no whole copy of them)."""
@@ -74,53 +76,12 @@ class Compressor:
         crc = size = 0
         for part in parts:
             out.append(self._deflate.compress(part))
-            crc = zlib.crc32(part, crc)
+            crc = zlib_ng.crc32(part, crc)
             size += len(part)
         if not size:
             return EMPTY
-        out.append(self._deflate.flush(zlib.Z_FULL_FLUSH))
+        out.append(self._deflate.flush(zlib_ng.Z_FULL_FLUSH))
         return Segment(b"".join(out), crc, size)
-
-
-def _crc_of_zeros(length: int, crc: int) -> int:
-    while length > 0:
-        piece = min(length, len(_ZEROS))
-        crc = zlib.crc32(_ZEROS[:piece] if piece < len(_ZEROS) else _ZEROS, crc)
-        length -= piece
-    return crc
-
-
-def _libz_crc32combine_crcs() -> Callable[[int, int, int], int] | None:
-    """Return libz's crc32_combine, which Python's zlib module does not expose, if loadable."""
-    try:
-        name = ctypes.util.find_library("z")
-        if name is None:
-            return None
-        function = ctypes.CDLL(name).crc32_combine
-    except (OSError, AttributeError):
-        return None
-    function.restype = ctypes.c_ulong
-    function.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long)
-    return cast(Callable[[int, int, int], int], function)
-
-
-# Read once at import: a pure function of the library, the same for every body.
-LIBZ_CRC32_COMBINE = _libz_crc32combine_crcs()
-
-
-def combine_crc(crc_a: int, crc_b: int, length_b: int, zeros_crc: dict[int, int]) -> int:
-    """Return the CRC-32 of A+B from those of A and B, as zlib's crc32_combine does.
-
-    Without libz at hand: the CRC is affine in its input, so crc(B, start=a) =
-    crc(0^n, start=a) ^ crc(0^n) ^ crc(B), the zeros run through zlib.crc32 at C speed (a cost
-    that grows with the length, where crc32_combine's does not); `zeros_crc` caches crc(0^n).
-    """
-    if length_b == 0:
-        return crc_a
-    plain = zeros_crc.get(length_b)
-    if plain is None:
-        plain = zeros_crc[length_b] = _crc_of_zeros(length_b, 0)
-    return _crc_of_zeros(length_b, crc_a) ^ plain ^ crc_b
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +104,19 @@ def gather(pieces: Iterable[Segment | Body]) -> Body:
     The parts are the pieces' own bytes, not a copy: a body costs no memory beyond them.
     """
     parts: list[bytes] = []
-    crc = size = 0
+    crc = size = length = 0
     for piece in pieces:
         if not piece.size:
             continue
         if isinstance(piece, Body):
             parts.extend(piece.parts)
+            length += piece.length
         else:
             parts.append(piece.deflated)
+            length += len(piece.deflated)
         crc = combine_crcs(crc, piece.crc, piece.size) if size else piece.crc
         size += piece.size
-    return Body(tuple(parts), crc, size)
+    return Body(tuple(parts), crc, size, length)
 
 
 # Keys kept in order: named tuples of strings (image set keys, counter keys).
@@ -162,9 +125,7 @@ K = TypeVar("K", bound=tuple[str, ...])
 
 def combine_crcs(crc_a: int, crc_b: int, length_b: int) -> int:
     """Return the CRC-32 of A+B from those of A and B and B's length."""
-    if LIBZ_CRC32_COMBINE is not None:
-        return LIBZ_CRC32_COMBINE(crc_a, crc_b, length_b)
-    return combine_crc(crc_a, crc_b, length_b, {})
+    return zlib_ng.crc32_combine(crc_a, crc_b, length_b)
 
 
 class CrcTree:
@@ -172,7 +133,7 @@ class CrcTree:
 
     A publish changes a few segments of every column; the tree combines again only the nodes
     above them (O(changed · log n) combinations, not one per segment). Written here because
-    zlib's crc32_combine joins two CRCs, and a column holds thousands of segments. Each level is
+    crc32_combine joins two CRCs, and a column holds thousands of segments. Each level is
     two arrays of machine integers: at a million image sets a tree of tuples costs ~100 MB.
     """
 
@@ -439,7 +400,7 @@ class SortedChunks(Generic[K]):
                     old
                     and sums[base + _SIZE] == len(text)
                     and sums[base + _AFTER] >> 8 == tag
-                    and (zlib.crc32(text) if text else 0) == sums[base + _CRC]
+                    and (zlib_ng.crc32(text) if text else 0) == sums[base + _CRC]
                 ):
                     deflated.append(old[index])
                     new_sums.extend((sums[base + _CRC], len(text), tag << 8 | end))

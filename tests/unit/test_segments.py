@@ -19,9 +19,8 @@ from exporter.metrics.collectors import (
     ImageSetCollector,
 )
 from exporter.metrics.exposition import GZIP_HEADER, render
-from exporter.metrics.kept import LARGE, LARGE_CHUNK, SMALL_CHUNK, KeptImageSetLines, chunk_size
+from exporter.metrics.kept import CHUNK, LARGEST_CHUNK, KeptImageSetLines, chunk_size
 from exporter.metrics.segments import (
-    LIBZ_CRC32_COMBINE,
     MAX_CHUNK,
     Body,
     Compressor,
@@ -29,7 +28,7 @@ from exporter.metrics.segments import (
     Row,
     Segment,
     SortedChunks,
-    combine_crc,
+    combine_crcs,
     gather,
 )
 from exporter.metrics.view import DatastoreView, FleetView
@@ -131,7 +130,7 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change(failing: fl
     keys = [ImageSetKey(DS, f"{rng.getrandbits(128):032x}") for _ in range(300)]
     image_sets = {k: _snapshot(rng, k, failing) for k in keys[:200]}
     counters: dict[CounterKey, float] = {}
-    kept = KeptImageSetLines(size=4)
+    kept = KeptImageSetLines(lambda _: 4)
     rest = (EventCollector(), DatastoreCollector())
     fresh = (ImageSetCollector(), *rest)
     modes: tuple[PerImageSet, ...] = ("all", "failures_only", "none")
@@ -174,13 +173,10 @@ def test_an_incremental_render_equals_a_fresh_one_after_every_change(failing: fl
     assert parts == ({1, 2} if failing < 1 else {1})
 
 
-def test_the_crc_is_combined_the_same_with_and_without_libz() -> None:
+def test_crcs_combine_as_the_crc_of_the_joined_bytes() -> None:
     rng = random.Random(5)
     a, b = rng.randbytes(1000), rng.randbytes(70_000)
-    expected = zlib.crc32(a + b)
-    assert combine_crc(zlib.crc32(a), zlib.crc32(b), len(b), {}) == expected
-    if LIBZ_CRC32_COMBINE is not None:
-        assert LIBZ_CRC32_COMBINE(zlib.crc32(a), zlib.crc32(b), len(b)) == expected
+    assert combine_crcs(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def test_the_crc_tree_matches_the_crc_of_the_joined_text_through_updates() -> None:
@@ -201,8 +197,14 @@ def test_the_crc_tree_matches_the_crc_of_the_joined_text_through_updates() -> No
     assert empty.total() == (0, 0)
 
 
-def test_chunks_are_small_for_small_fleets_and_larger_where_memory_runs_out() -> None:
-    assert chunk_size(10_000) == SMALL_CHUNK < LARGE_CHUNK == chunk_size(LARGE + 1)
+def test_chunks_are_as_large_as_a_publish_at_100k_allows_and_no_larger_than_64() -> None:
+    # A publish after 1 % changed formats about shown / 100 * chunk image sets: at most
+    # 100,000 / 100 * 16 from 25,000 to 100,000 shown (beyond, chunks stay at 16).
+    assert chunk_size(0) == chunk_size(10_000) == chunk_size(25_000) == LARGEST_CHUNK == 64
+    assert chunk_size(50_000) == 32
+    assert chunk_size(100_000) == chunk_size(1_000_000) == CHUNK == 16
+    for shown in (25_000, 40_000, 50_000, 70_000, 100_000):
+        assert shown * chunk_size(shown) <= 100_000 * CHUNK
 
 
 class Column:
@@ -288,12 +290,38 @@ def test_segments_that_follow_each_other_compress_as_one_stream_would() -> None:
     assert together < apart / 2
 
 
+def test_a_fleet_that_grows_or_shrinks_past_twice_its_chunks_size_is_cut_again() -> None:
+    rng = random.Random(3)
+    keys = [ImageSetKey(DS, f"{rng.getrandbits(128):032x}") for _ in range(100)]
+    kept = KeptImageSetLines(lambda shown: 8 if shown < 40 else 2)
+    registry = CollectorRegistry()
+    rest = (EventCollector(), DatastoreCollector())
+    fresh = (ImageSetCollector(), *rest)
+    image_sets: dict[ImageSetKey, ImageSetSnapshot] = {}
+    sizes = []
+    changed: set[ImageSetKey] | None = None
+    for count in (10, 30, 39, 45, 100, 60, 39, 20):  # a backfill, then image sets deleted
+        now = set(keys[:count])
+        gone = set(image_sets) - now
+        for key in gone:
+            del image_sets[key]
+        for key in now - set(image_sets):
+            image_sets[key] = _snapshot(rng, key, 1.0)
+        view = _view(image_sets, {}, "all", changed)
+        kept.note(view)
+        assert render(registry, view, rest, kept=kept).text == render(registry, view, fresh).text
+        sizes.append(kept.chunk)
+        changed = set(keys)
+    # Cut for 8 while under 40, for 2 from there on, and for 8 again once under 40.
+    assert sizes == [8, 8, 8, 2, 2, 2, 8, 8]
+
+
 def test_hostile_label_values_render_the_same_incrementally() -> None:
     rng = random.Random(2)
     odd = ['a"b', "c\\d", "e\nf", "ü" * 40, "", " ", '"\\\n', "x" * 300, "#", "}{"]
     keys = [ImageSetKey(DS, f"{i:02d}{value}") for i, value in enumerate(odd)]
     image_sets = {k: _snapshot(rng, k, 1.0) for k in keys}
-    kept = KeptImageSetLines(size=2)
+    kept = KeptImageSetLines(lambda _: 2)
     registry = CollectorRegistry()
     fresh = (ImageSetCollector(), EventCollector(), DatastoreCollector())
     changed: set[ImageSetKey] | None = None
