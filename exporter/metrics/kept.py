@@ -4,7 +4,8 @@ Image sets are kept in id order, cut into small chunks (exporter.metrics.segment
 each chunk holds, per family, its lines compressed on their own. A view names the image sets
 whose lines changed since the view before it (FleetState.take_changes); only their chunks are
 formatted and compressed again. A change of what every line depends on (a data store's mode,
-the reasons a data store's info series may carry) formats everything again.
+the reasons a data store's info series may carry), or of the fleet's size past what its chunks
+were cut for, formats everything again.
 
 Views are noted as they are published and applied when an exposition is built: a view that is
 never built (start-up publishes unbuilt, a scrape or the first poll builds) passes its changes
