@@ -72,6 +72,17 @@ class Stack:
     alertmanager: AlertmanagerServer
     prometheus: PrometheusServer
 
+    def data_store_alert(
+        self, name: str, datastore_id: str, status: str = "firing", timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait for alert `name` about a data store; one firing must link its runbook section."""
+        alert = self.hook.wait_for_alert(
+            {"alertname": name, "datastore_id": datastore_id}, status=status, timeout=timeout
+        )
+        if status == "firing":
+            assert alert["annotations"]["runbook_url"].endswith(f"#{name.lower()}")
+        return alert
+
     def stop(self) -> None:
         """Stop everything that still runs."""
         self.prometheus.stop()

@@ -46,16 +46,13 @@ def rule_expr(name: str) -> str:
 
 def test_a_data_store_being_deleted_pages_and_is_not_reported_unreachable(stack: Stack) -> None:
     stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "DELETING")
-    deleting = stack.hook.wait_for_alert(
-        {"alertname": "HealthImagingDatastoreDeleting", "datastore_id": DEMO_DATASTORE}, timeout=40
-    )
+    deleting = stack.data_store_alert("HealthImagingDatastoreDeleting", DEMO_DATASTORE, timeout=40)
     assert deleting["labels"] == {
         "alertname": "HealthImagingDatastoreDeleting",
         "severity": "critical",
         "datastore_id": DEMO_DATASTORE,
         "datastore_status": "DELETING",
     }
-    assert deleting["annotations"]["runbook_url"].endswith("#healthimagingdatastoredeleting")
     # The data store is down, with its reason, and yet not "unreachable": the rule's own
     # expression, in the same Prometheus, finds nothing while healthimaging_up is 0.
     down = f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} == 0'
@@ -68,11 +65,7 @@ def test_a_data_store_being_deleted_pages_and_is_not_reported_unreachable(stack:
     assert stack.prometheus.query(down)  # still down at that evaluation
     # Undone (ACTIVE again): the alert resolves and the data store is polled again.
     stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "ACTIVE")
-    stack.hook.wait_for_alert(
-        {"alertname": "HealthImagingDatastoreDeleting", "datastore_id": DEMO_DATASTORE},
-        status="resolved",
-        timeout=60,
-    )
+    stack.data_store_alert("HealthImagingDatastoreDeleting", DEMO_DATASTORE, "resolved")
     stack.prometheus.wait_for_query(f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} == 1')
     fired = {a["labels"]["alertname"] for a in stack.hook.alerts()}
     assert "HealthImagingDatastoreUnreachable" not in fired
@@ -82,9 +75,8 @@ def test_a_data_store_that_failed_to_be_created_warns_and_resolves_when_active(
     stack: Stack,
 ) -> None:
     stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "CREATE_FAILED")
-    not_active = stack.hook.wait_for_alert(
-        {"alertname": "HealthImagingDatastoreNotActive", "datastore_id": DEMO_DATASTORE},
-        timeout=40,
+    not_active = stack.data_store_alert(
+        "HealthImagingDatastoreNotActive", DEMO_DATASTORE, timeout=40
     )
     assert not_active["labels"] == {
         "alertname": "HealthImagingDatastoreNotActive",
@@ -92,14 +84,9 @@ def test_a_data_store_that_failed_to_be_created_warns_and_resolves_when_active(
         "datastore_id": DEMO_DATASTORE,
         "datastore_status": "CREATE_FAILED",
     }
-    assert not_active["annotations"]["runbook_url"].endswith("#healthimagingdatastorenotactive")
     stack.prometheus.wait_for_query(f'healthimaging_up{{datastore_id="{DEMO_DATASTORE}"}} == 0')
     assert stack.prometheus.query(rule_expr("HealthImagingDatastoreUnreachable")) == []
     stack.emulator.backend.set_datastore_status(DEMO_DATASTORE, "ACTIVE")
-    stack.hook.wait_for_alert(
-        {"alertname": "HealthImagingDatastoreNotActive", "datastore_id": DEMO_DATASTORE},
-        status="resolved",
-        timeout=60,
-    )
+    stack.data_store_alert("HealthImagingDatastoreNotActive", DEMO_DATASTORE, "resolved")
     fired = {a["labels"]["alertname"] for a in stack.hook.alerts()}
     assert not fired & {"HealthImagingDatastoreUnreachable", "HealthImagingDatastoreDeleting"}
