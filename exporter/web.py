@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import html
 import io
 import logging
@@ -426,22 +427,17 @@ class _Handler(BaseHTTPRequestHandler):
         openmetrics = wants_openmetrics(self.headers.get("Accept"))
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         headers = {"Vary": "Accept, Accept-Encoding"}
+        parts: Iterable[bytes]
         if accepts_gzip(self.headers.get("Accept-Encoding")):
             headers["Content-Encoding"] = "gzip"
             # The kept segments, a few kilobytes each, handed to the kernel a batch at a time
             # (sendmsg gathers them): no copy of the body, and a call per batch, not per segment.
             length, parts = exposition.gzipped_parts(openmetrics)
-            headers["Content-Length"] = str(length)
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            for name, value in {**self.server.app.headers, **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                send_gathered(self.connection, parts)
-            return
-        # Plain: the kept gzip, decompressed as it goes out, never whole in memory.
-        length, pieces = exposition.plain_parts(openmetrics)
+            send = send_gathered
+        else:
+            # Plain: the kept gzip, decompressed as it goes out, never whole in memory.
+            length, parts = exposition.plain_parts(openmetrics)
+            send = functools.partial(send_exactly, length=length)
         headers["Content-Length"] = str(length)
         self.send_response(200)
         self.send_header("Content-Type", content_type)
@@ -449,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            send_exactly(self.connection, pieces, length)
+            send(self.connection, parts)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Bad request lines, oversized headers, unsupported methods: plain text, one line.
