@@ -150,8 +150,9 @@ class KeptImageSetLines:
                             part.chunks.remove(key)
                 # A fleet that grew (a backfill) or shrank past twice or half the size its
                 # chunks were cut for is cut again: one full format, for publishes that cost
-                # what the fleet's size allows from then on.
-                wanted = self._sizing(len(self._parts[0].chunks)) if self._parts else 0
+                # what the fleet's size allows from then on. The first part holds every image
+                # set the mode shows (a cut always makes one).
+                wanted = self._sizing(len(self._parts[0].chunks))
                 if not self._size // 2 < wanted < 2 * self._size:
                     self._reset(view)
             self._pending = set()

@@ -14,8 +14,8 @@ sent), and is compressed again whenever they change.
 Kept segments are what makes a publish cost follow changes: an unchanged run of lines is neither
 formatted nor compressed again. Their price is a deflate block per segment, whose Huffman tables
 every reader builds before inflating it: zlib-ng (a zlib with the same format and interface)
-inflates such a body in 70 % of zlib's time and deflates segments faster, and exposes
-crc32_combine, which Python's zlib module does not (docs/performance.md).
+inflates such a body in about three quarters of zlib's time and deflates segments faster, and
+exposes crc32_combine, which Python's zlib module does not (docs/performance.md).
 """
 
 from __future__ import annotations
